@@ -1,0 +1,111 @@
+"""ArviZ containers for MPE results (built only at the boundary, from plain arrays)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import xarray as xr
+from arviz_stats.utils import ELPDDataLOO
+
+__all__ = ["ELPDDataMPE", "ReliabilityWarning", "make_elpd_data"]
+
+
+class ReliabilityWarning(UserWarning):
+    """Some examples have a reliability value above the threshold (see :func:`loo`)."""
+
+
+@dataclass(kw_only=True, repr=False)
+class ELPDDataMPE(ELPDDataLOO):
+    """MPE-LOO result: an :class:`arviz_stats.ELPDDataLOO` that ``az.compare`` accepts.
+
+    Extra attributes
+    ----------------
+    reliability : DataArray
+        Per-example reliability value (``Lambda_i V_i`` for the scalar cavity form: the
+        share of the posterior precision along ``f_i`` that example ``i`` carries). Near
+        0 the first-order update is accurate; at 1 the cavity is improper.
+    reliability_threshold : float
+        Values above it are counted and warned about.
+    lppd_i : DataArray
+        Pointwise log predictive density under the full-data posterior (same
+        integration as ``elpd_i``), so that ``p = sum(lppd_i - elpd_i)``.
+    method : str
+        ``"cavity"``, ``"paper"`` or ``"laplace"`` (the parameter-space form).
+    covariance : str
+        ``"dense"`` or ``"diag"``: the Gaussian family used.
+    """
+
+    _display_kind: ClassVar[str] = "loo_mpe"
+
+    reliability: xr.DataArray = None
+    reliability_threshold: float = 0.7
+    lppd_i: xr.DataArray = None
+    method: str = "cavity"
+    covariance: str = "dense"
+
+    def _header(self):
+        return (
+            f"Computed by the memory-perturbation equation (method={self.method!r}) from a "
+            f"{self.covariance} Gaussian posterior over {self.n_data_points} observations."
+        )
+
+    def _footer(self):
+        values = np.asarray(self.reliability)
+        poor = int(np.sum(values > self.reliability_threshold))
+        line = (
+            f"\nReliability value Lambda_i V_i: max {values.max():.3g}; "
+            f"{poor} of {values.size} above {self.reliability_threshold}."
+        )
+        return line
+
+
+def make_elpd_data(
+    elpd_i: np.ndarray,
+    lppd_i: np.ndarray,
+    reliability: np.ndarray,
+    *,
+    dim: str,
+    threshold: float,
+    method: str,
+    covariance: str,
+) -> ELPDDataMPE:
+    """Build an :class:`ELPDDataMPE` from pointwise arrays ``(N,)``, warning on poor ones."""
+    elpd_i = np.asarray(elpd_i, dtype=float)
+    lppd_i = np.asarray(lppd_i, dtype=float)
+    reliability = np.asarray(reliability, dtype=float)
+    for name, values in (("elpd_i", elpd_i), ("lppd_i", lppd_i), ("reliability", reliability)):
+        if not np.all(np.isfinite(values)):
+            index = int(np.argmax(~np.isfinite(values)))
+            raise FloatingPointError(
+                f"MPE-LOO produced a non-finite {name} ({values[index]}) at example {index}"
+            )
+    n = elpd_i.size
+    coords = {dim: np.arange(n)}
+    poor = int(np.sum(reliability > threshold))
+    if poor:
+        warnings.warn(
+            f"{poor} of {n} examples have a reliability value above {threshold}: the "
+            "first-order leave-one-out update is unreliable for them (see "
+            "result.reliability; refit those examples or use importance sampling)",
+            ReliabilityWarning,
+            stacklevel=3,
+        )
+    return ELPDDataMPE(
+        elpd=float(elpd_i.sum()),
+        se=float(np.sqrt(n * np.var(elpd_i))),
+        p=float(np.sum(lppd_i - elpd_i)),
+        n_samples=0,
+        n_data_points=n,
+        scale="log",
+        warning=bool(poor),
+        good_k=threshold,
+        elpd_i=xr.DataArray(elpd_i, dims=[dim], coords=coords, name="elpd_i"),
+        lppd_i=xr.DataArray(lppd_i, dims=[dim], coords=coords, name="lppd_i"),
+        reliability=xr.DataArray(reliability, dims=[dim], coords=coords, name="reliability"),
+        reliability_threshold=threshold,
+        method=method,
+        covariance=covariance,
+    )

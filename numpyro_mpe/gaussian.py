@@ -1,0 +1,78 @@
+"""Dense and diagonal Gaussians over the flat latent vector, in precision form.
+
+A Gaussian ``q = N(m, S^-1)`` is stored as its mean ``m`` ``(P,)`` and precision ``S``,
+``(P, P)`` for the dense family or ``(P,)`` (the diagonal) for the diagonal family. Its
+natural parameters are ``lambda = (S m, -S / 2)``. Every function here is pure and
+dispatches on ``precision.ndim``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.linalg import cho_solve, solve_triangular
+from jax.typing import ArrayLike
+
+__all__ = [
+    "is_dense",
+    "mean_precision_from_natural",
+    "natural_from_mean_precision",
+    "predictive_covariance",
+    "precision_solve",
+]
+
+
+def is_dense(precision: ArrayLike) -> bool:
+    """True for a ``(P, P)`` precision matrix, False for a ``(P,)`` diagonal."""
+    return jnp.ndim(precision) == 2
+
+
+def natural_from_mean_precision(
+    mean: ArrayLike, precision: ArrayLike
+) -> tuple[jax.Array, jax.Array]:
+    """``(m, S) -> (eta1, eta2) = (S m, -S / 2)``; shapes ``(P,)`` and ``(P, P)`` or ``(P,)``."""
+    mean = jnp.asarray(mean)
+    precision = jnp.asarray(precision)
+    eta1 = precision @ mean if is_dense(precision) else precision * mean
+    return eta1, -0.5 * precision
+
+
+def mean_precision_from_natural(
+    eta1: ArrayLike, eta2: ArrayLike
+) -> tuple[jax.Array, jax.Array]:
+    """``(eta1, eta2) -> (m, S)`` with ``S = -2 eta2`` and ``m = S^-1 eta1``."""
+    precision = -2.0 * jnp.asarray(eta2)
+    return precision_solve(precision, eta1), precision
+
+
+def precision_solve(precision: ArrayLike, rhs: ArrayLike) -> jax.Array:
+    """``S^-1 b`` for ``b`` of shape ``(P,)`` or ``(P, R)``, by Cholesky for dense ``S``."""
+    precision = jnp.asarray(precision)
+    rhs = jnp.asarray(rhs)
+    if is_dense(precision):
+        return cho_solve((jnp.linalg.cholesky(precision), True), rhs)
+    return rhs / (precision if rhs.ndim == 1 else precision[:, None])
+
+
+def predictive_covariance(precision: ArrayLike, jacobian: ArrayLike) -> jax.Array:
+    """``V_i = J_i S^-1 J_i^T`` for every example.
+
+    Parameters
+    ----------
+    precision : array, shape (P, P) or (P,)
+    jacobian : array, shape (N, K, P)
+        ``J_i = d f_i / d theta``.
+
+    Returns
+    -------
+    jax.Array, shape (N, K, K)
+    """
+    precision = jnp.asarray(precision)
+    jacobian = jnp.asarray(jacobian)
+    if is_dense(precision):
+        cholesky = jnp.linalg.cholesky(precision)
+        n, k, p = jacobian.shape
+        whitened = solve_triangular(cholesky, jacobian.reshape(n * k, p).T, lower=True)
+        whitened = whitened.T.reshape(n, k, p)
+        return jnp.einsum("nkp,nlp->nkl", whitened, whitened)
+    return jnp.einsum("nkp,p,nlp->nkl", jacobian, 1.0 / precision, jacobian)

@@ -1,0 +1,173 @@
+"""``BLR``: the driver that fits an :class:`~numpyro_mpe.AutoGaussian`, shaped like SVI."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+from tqdm.auto import tqdm
+
+from numpyro_mpe.guide import AutoGaussian
+from numpyro_mpe.model import trace_model
+from numpyro_mpe.optim import NaturalGradientOptimizer
+
+__all__ = ["BLR", "BLRRunResult", "BLRState", "NotPositiveDefiniteError"]
+
+
+class NotPositiveDefiniteError(ValueError):
+    """The fitted precision is not positive definite: the Gaussian is not a posterior."""
+
+
+class BLRState(NamedTuple):
+    """State of :class:`BLR`: the optimizer's state and the random key of the next step."""
+
+    optim_state: Any
+    rng_key: jax.Array
+
+
+class BLRRunResult(NamedTuple):
+    """Result of :meth:`BLR.run`.
+
+    Attributes
+    ----------
+    params : dict
+        Guide params (``{prefix}_loc``, ``{prefix}_precision``).
+    state : BLRState
+        The final state (pass it to :meth:`BLR.update` to go on).
+    losses : jax.Array, shape (num_steps_taken,)
+        Negative log joint at the mean after each step.
+    """
+
+    params: dict
+    state: BLRState
+    losses: jax.Array
+
+
+def _blr_update(model, optimizer, plate, state, args, kwargs):
+    plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
+    optim_state, info = optimizer.update(
+        state.optim_state, lambda theta: -plate_model.log_joint(theta)
+    )
+    return BLRState(optim_state, jax.random.split(state.rng_key)[0]), info
+
+
+def check_positive_definite(precision: jax.Array, where: str) -> None:
+    """Raise :class:`NotPositiveDefiniteError` unless ``precision`` is positive definite."""
+    precision = np.asarray(precision)
+    if precision.ndim == 2:
+        eigenvalues = np.linalg.eigvalsh(0.5 * (precision + precision.T))
+    else:
+        eigenvalues = precision
+    if not np.all(np.isfinite(eigenvalues)) or eigenvalues.min() <= 0:
+        raise NotPositiveDefiniteError(
+            f"{where}: the precision is not positive definite (smallest eigenvalue "
+            f"{eigenvalues.min():.3g}); the mean is not at a local maximum of the log "
+            "joint (run more steps) or the posterior is not locally Gaussian there"
+        )
+
+
+class BLR:
+    """Fit an :class:`~numpyro_mpe.AutoGaussian` with a Bayesian-learning-rule optimizer.
+
+    Mirrors :class:`numpyro.infer.SVI`: :meth:`init`, :meth:`update`, :meth:`run`,
+    :meth:`get_params`. The model's arguments are traced under ``jit`` as in SVI;
+    bind non-array arguments with :func:`functools.partial`.
+
+    Parameters
+    ----------
+    model : callable
+        NumPyro model with its observed sites in a plate.
+    guide : AutoGaussian
+        The Gaussian family to fit (dense or diagonal).
+    optimizer : NaturalGradientOptimizer
+        E.g. :func:`numpyro_mpe.optim.newton`.
+    plate : str, optional
+        Name of the plate of examples, when the model has several.
+
+    Examples
+    --------
+    >>> blr = BLR(model, AutoGaussian(model), optim.newton())  # doctest: +SKIP
+    >>> result = blr.run(jax.random.PRNGKey(0), 50, X, y)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: AutoGaussian,
+        optimizer: NaturalGradientOptimizer,
+        *,
+        plate: str | None = None,
+    ):
+        if not isinstance(guide, AutoGaussian):
+            raise TypeError(f"guide must be a numpyro_mpe.AutoGaussian, got {type(guide)}")
+        self.model = model
+        self.guide = guide
+        self.optimizer = optimizer
+        self.plate = plate
+        self._update = jax.jit(partial(_blr_update, model, optimizer, plate))
+
+    def init(self, rng_key: jax.Array, *args: Any, **kwargs: Any) -> BLRState:
+        """Check the model (errors are raised here, before any fitting) and start."""
+        plate_model = trace_model(
+            self.model, *args, plate=self.plate, with_predictor=False, **kwargs
+        )
+        if self.guide.prototype_trace is None:
+            with handlers.seed(rng_seed=rng_key):
+                self.guide._setup_prototype(*args, **kwargs)
+        mean = self.guide._init_latent
+        if mean.shape != plate_model.init_theta.shape:
+            raise ValueError(
+                f"guide latent size {mean.shape} differs from the model's "
+                f"{plate_model.init_theta.shape}"
+            )
+        optim_state = jax.jit(
+            lambda m: self.optimizer.init(m, lambda theta: -plate_model.log_joint(theta))
+        )(mean)
+        return BLRState(optim_state, rng_key)
+
+    def update(self, state: BLRState, *args: Any, **kwargs: Any):
+        """One optimizer step; returns ``(state, info)`` with ``info.loss``."""
+        return self._update(state, args, kwargs)
+
+    def get_params(self, state: BLRState) -> dict:
+        """Guide params of the current Gaussian (no extra Hessian pass)."""
+        mean, precision = self.optimizer.mean_precision(
+            state.optim_state, self.guide.covariance
+        )
+        return self.guide.params_from_mean_precision(mean, precision)
+
+    def run(
+        self,
+        rng_key: jax.Array,
+        num_steps: int,
+        *args: Any,
+        progress_bar: bool = True,
+        init_state: BLRState | None = None,
+        **kwargs: Any,
+    ) -> BLRRunResult:
+        """Run up to ``num_steps`` steps, stopping early once the optimizer converges.
+
+        Raises
+        ------
+        NotPositiveDefiniteError
+            When the final precision is not positive definite.
+        """
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+        state = self.init(rng_key, *args, **kwargs) if init_state is None else init_state
+        losses = []
+        with tqdm(total=num_steps, disable=not progress_bar, desc="BLR") as bar:
+            for _ in range(num_steps):
+                state, info = self.update(state, *args, **kwargs)
+                losses.append(info.loss)
+                bar.update(1)
+                bar.set_postfix_str(f"loss {float(info.loss):.6g}")
+                if bool(info.converged):
+                    break
+        params = self.get_params(state)
+        check_positive_definite(params[self.guide.precision_name], "BLR.run")
+        return BLRRunResult(params, state, jnp.stack(losses))
