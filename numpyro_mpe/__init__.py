@@ -1,17 +1,34 @@
-"""numpyro_mpe: refit-free leave-one-out and sensitivity for NumPyro models."""
+"""numpyro_mpe: refit-free leave-one-out and sensitivity for NumPyro models.
+
+Fit a Gaussian posterior with a Bayesian-learning-rule optimizer
+(:class:`AutoGaussian`, :class:`BLR`, :mod:`numpyro_mpe.optim`), then apply the
+memory-perturbation equation: :func:`perturb` gives the posterior without some
+examples, :func:`loo` the Bayesian leave-one-out predictive densities as an ArviZ
+``ELPDDataLOO``.
+"""
 
 from numpyro_mpe import optim
+from numpyro_mpe.arviz import ELPDDataMPE, ReliabilityWarning
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.infer import BLR, BLRRunResult, BLRState, NotPositiveDefiniteError
-from numpyro_mpe.model import ModelError, trace_model
+from numpyro_mpe.loo import loo
+from numpyro_mpe.model import ModelError, PlateModel, Predictor, trace_model
+from numpyro_mpe.perturb import perturb, removal_weights
 
 __all__ = [
     "BLR",
     "AutoGaussian",
     "BLRRunResult",
     "BLRState",
+    "ELPDDataMPE",
     "ModelError",
     "NotPositiveDefiniteError",
+    "PlateModel",
+    "Predictor",
+    "ReliabilityWarning",
+    "loo",
     "optim",
+    "perturb",
+    "removal_weights",
     "trace_model",
 ]
