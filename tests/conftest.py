@@ -1,0 +1,62 @@
+"""Shared fixtures: real data from ``../shared/data`` and a contained float64 switch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def x64():
+    """Run the test with float64 (jax's switch is process-wide, so restore it after)."""
+    with jax.enable_x64(True):
+        yield
+
+
+def shared_csv(relative: str) -> np.ndarray:
+    return np.genfromtxt(SHARED_DATA / relative, delimiter=",", names=True)
+
+
+def shared_json(relative: str) -> dict:
+    return json.loads((SHARED_DATA / relative).read_text())
+
+
+@pytest.fixture(scope="session")
+def wells():
+    """X = [1, dist/100, arsenic], y = switch (rstanarm wells, N = 3020)."""
+    table = shared_csv("rstanarm/rstanarm_wells.csv")
+    X = np.stack([np.ones(len(table)), table["dist"] / 100, table["arsenic"]], axis=1)
+    return X, table["switch"].astype(float)
+
+
+@pytest.fixture(scope="session")
+def kidiq():
+    """X = [1, mom_hs, mom_iq / 10], y = kid_score (posteriordb kidiq, N = 434)."""
+    data = shared_json("posteriordb/kidiq.json")
+    mom_hs = np.asarray(data["mom_hs"], float)
+    mom_iq = np.asarray(data["mom_iq"], float)
+    X = np.stack([np.ones_like(mom_hs), mom_hs, mom_iq / 10], axis=1)
+    return X, np.asarray(data["kid_score"], float)
+
+
+def logistic_model(X, y=None):
+    beta = numpyro.sample("beta", dist.Normal(0, 1).expand([X.shape[1]]).to_event(1))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
+
+
+def linear_model(X, y=None, sigma=18.0, prior_scale=10.0):
+    """Gaussian-linear regression with known noise scale: the conjugate case."""
+    beta = numpyro.sample(
+        "beta", dist.Normal(0, prior_scale).expand([X.shape[1]]).to_event(1)
+    )
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(X @ beta, sigma), obs=y)
