@@ -110,7 +110,7 @@ def xla_temp_mb(jitted, *args) -> float | None:
     try:
         analysis = jitted.lower(*args).compile().memory_analysis()
         return analysis.temp_size_in_bytes / 1024.0**2
-    except Exception:  # noqa: BLE001 - diagnostics only
+    except Exception:
         return None
 
 
@@ -138,7 +138,7 @@ def fit():
 
 def default_repeats(n: int) -> int:
     if n <= 10_000:
-        return 7
+        return 11
     if n <= 100_000:
         return 5
     return 3
@@ -150,7 +150,7 @@ def default_repeats(n: int) -> int:
 def worker_size(n: int, repeats: int) -> dict:
     """All timings for one N (run in its own process)."""
     warnings.simplefilter("ignore", mpe.ReliabilityWarning)
-    out: dict = {"n": n, "repeats": repeats}
+    out: dict = {"n": n, "repeats": repeats, "loadavg_start": os.getloadavg()}
     x_np, y_np, _ = make_data(n)
     X, y = jnp.asarray(x_np), jnp.asarray(y_np)
     del x_np, y_np
@@ -168,6 +168,10 @@ def worker_size(n: int, repeats: int) -> dict:
         newton_steps=len(result.losses),
         rss_after_fit_mb=peak_rss_mb(),
     )
+    # BLR.init alone on the warm BLR object (part of every run).
+    start = time.perf_counter()
+    _block(blr.init(key, X, y))
+    out["fit_init_s"] = time.perf_counter() - start
     params = result.params
     mean, precision = guide.mean_precision(params)
 
@@ -177,14 +181,24 @@ def worker_size(n: int, repeats: int) -> dict:
     out["trace_model_first_s"] = time.perf_counter() - start
     baseline = jax.jit(value_grad_hessian(pm.log_joint))
     base_first, base_repeat, base_times, _ = time_call(lambda: baseline(mean), repeats)
-    out.update(base_first_s=base_first, base_s=base_repeat, base_times_s=base_times)
+    out.update(
+        base_first_s=base_first,
+        base_s=base_repeat,
+        base_min_s=min(base_times),
+        base_times_s=base_times,
+    )
 
     # Jitted numerical core of MPE-LOO on (mean, precision).
     core = jax.jit(functools.partial(_loo_module._predictor_loo, pm.predictor, method="cavity"))
     core_first, core_repeat, core_times, core_out = time_call(
         lambda: core(mean, precision), repeats
     )
-    out.update(core_first_s=core_first, core_s=core_repeat, core_times_s=core_times)
+    out.update(
+        core_first_s=core_first,
+        core_s=core_repeat,
+        core_min_s=min(core_times),
+        core_times_s=core_times,
+    )
 
     # mpe.loo end to end, as a user calls it (traces the model each call).
     loo_repeats = repeats if n <= 100_000 else 2
@@ -210,6 +224,7 @@ def worker_size(n: int, repeats: int) -> dict:
         max_reliability=float(reliability.max()),
         num_reliability_above_0_7=int(np.sum(reliability > 0.7)),
         rss_end_mb=peak_rss_mb(),
+        loadavg_end=os.getloadavg(),
         xla_temp_core_mb=xla_temp_mb(core, mean, precision),
         xla_temp_base_mb=xla_temp_mb(baseline, mean),
     )
@@ -229,13 +244,14 @@ def worker_refits(n: int, repeats: int, chunk: int, loop_subset: int) -> dict:
     pm = mpe.trace_model(model, X, y)
 
     # MPE-LOO and the baseline again, in this process.
+    out["loadavg_start"] = os.getloadavg()
     baseline = jax.jit(value_grad_hessian(pm.log_joint))
-    _, out["base_s"], _, _ = time_call(lambda: baseline(mean), repeats)
+    _, out["base_s"], times, _ = time_call(lambda: baseline(mean), repeats)
+    out["base_min_s"] = min(times)
     core = jax.jit(functools.partial(_loo_module._predictor_loo, pm.predictor, method="cavity"))
-    _, out["core_s"], _, _ = time_call(lambda: core(mean, precision), repeats)
-    _, out["loo_s"], _, elpd = time_call(
-        lambda: mpe.loo(model, guide, params, X, y), repeats
-    )
+    _, out["core_s"], times, _ = time_call(lambda: core(mean, precision), repeats)
+    out["core_min_s"] = min(times)
+    _, out["loo_s"], _, elpd = time_call(lambda: mpe.loo(model, guide, params, X, y), repeats)
     mpe_elpd_i = np.asarray(elpd.elpd_i)
 
     # (a) Efficient brute force: the package's Newton optimizer, started at the full-data
@@ -314,6 +330,7 @@ def worker_refits(n: int, repeats: int, chunk: int, loop_subset: int) -> dict:
     out["refit_loop_per_refit_s"] = per_refit
     out["refit_loop_extrapolated_s"] = per_refit * n
     out["rss_end_mb"] = peak_rss_mb()
+    out["loadavg_end"] = os.getloadavg()
     return out
 
 
@@ -382,29 +399,32 @@ def environment() -> dict:
 
 def size_tables(results: list[dict]) -> str:
     lines = [
-        "| N | Newton steps | fit, 1st call | fit, repeat | grad+Hess | MPE-LOO core | "
+        "| N | Newton steps | fit, 1st call | fit, repeat | of which `BLR.init` | "
+        "grad+Hess, median (min) | MPE-LOO core, median (min) | core, 1st call | "
         "`mpe.loo`, 1st call | `mpe.loo`, repeat | of which `trace_model` |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if r["status"] != "ok":
-            lines.append(f"| {r['n']:,} | {r['status']} |" + " |" * 7)
+            lines.append(f"| {r['n']:,} | {r['status']} |" + " |" * 9)
             continue
         lines.append(
             f"| {r['n']:,} | {r['newton_steps']} | {fmt_time(r['fit_first_s'])} | "
-            f"{fmt_time(r['fit_repeat_s'])} | {fmt_time(r['base_s'])} | "
-            f"{fmt_time(r['core_s'])} | {fmt_time(r['loo_first_s'])} | "
+            f"{fmt_time(r['fit_repeat_s'])} | {fmt_time(r['fit_init_s'])} | "
+            f"{fmt_time(r['base_s'])} ({fmt_time(r['base_min_s'])}) | "
+            f"{fmt_time(r['core_s'])} ({fmt_time(r['core_min_s'])}) | "
+            f"{fmt_time(r['core_first_s'])} | {fmt_time(r['loo_first_s'])} | "
             f"{fmt_time(r['loo_s'])} | {fmt_time(r['trace_model_s'])} |"
         )
     lines += [
         "",
-        "| N | core / grad+Hess | `mpe.loo` / grad+Hess | peak RSS after fit | "
-        "peak RSS at end | XLA temp: core / grad+Hess | max reliability |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | core / grad+Hess, medians (mins) | `mpe.loo` / grad+Hess | peak RSS after fit | "
+        "peak RSS at end | XLA temp: core / grad+Hess | max reliability | load avg. |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if r["status"] != "ok":
-            lines.append(f"| {r['n']:,} | {r['status']} |" + " |" * 5)
+            lines.append(f"| {r['n']:,} | {r['status']} |" + " |" * 6)
             continue
         temps = (
             f"{r['xla_temp_core_mb']:.0f} MB / {r['xla_temp_base_mb']:.0f} MB"
@@ -412,10 +432,12 @@ def size_tables(results: list[dict]) -> str:
             else "-"
         )
         lines.append(
-            f"| {r['n']:,} | {fmt_ratio(r['core_s'] / r['base_s'], LOO_TARGET, True)} | "
+            f"| {r['n']:,} | {fmt_ratio(r['core_s'] / r['base_s'], LOO_TARGET, True)} "
+            f"({r['core_min_s'] / r['base_min_s']:.3g}) | "
             f"{fmt_ratio(r['loo_s'] / r['base_s'], LOO_TARGET, True)} | "
             f"{r['rss_after_fit_mb']:.0f} MB | {r['rss_end_mb']:.0f} MB | {temps} | "
-            f"{r['max_reliability']:.3g} |"
+            f"{r['max_reliability']:.3g} | "
+            f"{r['loadavg_start'][0]:.1f} → {r['loadavg_end'][0]:.1f} |"
         )
     return "\n".join(lines)
 
@@ -426,7 +448,8 @@ def refit_table(r: dict) -> str:
     n = r["n"]
     vmap_all, loop_all = r["refit_vmap_all_s"], r["refit_loop_extrapolated_s"]
     lines = [
-        f"| brute force ({n:,} refits) | time | / MPE-LOO core ({fmt_time(r['core_s'])}) | "
+        f"| brute force ({n:,} refits) | time | / MPE-LOO core ({fmt_time(r['core_s'])}, "
+        f"min {fmt_time(r['core_min_s'])}) | "
         f"/ `mpe.loo` ({fmt_time(r['loo_s'])}) |",
         "|---|---:|---:|---:|",
         f"| (a) jitted Newton from the full-data mean, vmapped in chunks of {r['chunk']}, "
@@ -445,26 +468,43 @@ def refit_table(r: dict) -> str:
         f"{r['elpd_loo_refit']:.4f} (refits). Refit Newton steps: median "
         f"{r['refit_newton_steps_median']:g}, max {r['refit_newton_steps_max']}. "
         f"grad+Hess in this process: {fmt_time(r['base_s'])}; peak RSS "
-        f"{r['rss_end_mb']:.0f} MB.",
+        f"{r['rss_end_mb']:.0f} MB; load avg. {r['loadavg_start'][0]:.1f} → "
+        f"{r['loadavg_end'][0]:.1f}.",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", type=lambda s: int(float(s)), default=None,
-                        help="values of N (default: 1e3 1e4 1e5 1e6)")
-    parser.add_argument("--quick", action="store_true",
-                        help="N = 1e3 only, fewer repeats (for tests)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed repeats after the first call (default: 7/5/3 by N)")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=lambda s: int(float(s)),
+        default=None,
+        help="values of N (default: 1e3 1e4 1e5 1e6)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="N = 1e3 only, fewer repeats (for tests)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed repeats after the first call (default: 11/5/3 by N)",
+    )
     parser.add_argument("--no-refits", action="store_true", help="skip the brute-force refits")
-    parser.add_argument("--refit-chunk", type=int, default=100,
-                        help="left-out examples per vmapped refit batch")
-    parser.add_argument("--refit-loop-subset", type=int, default=20,
-                        help="number of looped BLR.run refits timed (then extrapolated)")
-    parser.add_argument("--timeout", type=float, default=600.0,
-                        help="seconds allowed to each per-N subprocess")
+    parser.add_argument(
+        "--refit-chunk", type=int, default=100, help="left-out examples per vmapped refit batch"
+    )
+    parser.add_argument(
+        "--refit-loop-subset",
+        type=int,
+        default=20,
+        help="number of looped BLR.run refits timed (then extrapolated)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds allowed to each per-N subprocess"
+    )
     parser.add_argument("--json", default=None, help="write the raw results to this file")
     parser.add_argument("--_worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_refits", type=int, default=None, help=argparse.SUPPRESS)
@@ -476,21 +516,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args._refits is not None:
         repeats = args.repeats or default_repeats(args._refits)
-        result = worker_refits(
-            args._refits, repeats, args.refit_chunk, args.refit_loop_subset
-        )
+        result = worker_refits(args._refits, repeats, args.refit_chunk, args.refit_loop_subset)
         print(json.dumps(result))
         return 0
 
     sizes = [REFIT_N] if args.quick else (args.sizes or list(DEFAULT_SIZES))
     if args.quick:
-        args.repeats = args.repeats or 3
+        args.repeats = args.repeats or 5
         args.refit_loop_subset = min(args.refit_loop_subset, 5)
     extra = ["--repeats", str(args.repeats)] if args.repeats else []
     env = environment()
     print(f"# MPE-LOO benchmark: logistic regression, D = {D}, float64", flush=True)
-    print(f"jax {env['jax']} ({env['backend']}), numpyro {env['numpyro']}, "
-          f"{env['cpu_count']} x {env['cpu']}, Python {env['python']}\n", flush=True)
+    print(
+        f"jax {env['jax']} ({env['backend']}), numpyro {env['numpyro']}, "
+        f"{env['cpu_count']} x {env['cpu']}, Python {env['python']}\n",
+        flush=True,
+    )
     total_start = time.perf_counter()
     results = []
     for n in sizes:
@@ -498,19 +539,32 @@ def main(argv: list[str] | None = None) -> int:
         result = run_subprocess(["--_worker", str(n), *extra], args.timeout)
         result.setdefault("n", n)
         results.append(result)
-        print(f"  {result['status']} in {result.get('wall_s', float('nan')):.1f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"  {result['status']} in {result.get('wall_s', float('nan')):.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     refits = None
     if REFIT_N in sizes and not args.no_refits:
         print(f"running brute-force refits at N = {REFIT_N:,} ...", file=sys.stderr, flush=True)
         refits = run_subprocess(
-            ["--_refits", str(REFIT_N), "--refit-chunk", str(args.refit_chunk),
-             "--refit-loop-subset", str(args.refit_loop_subset), *extra],
+            [
+                "--_refits",
+                str(REFIT_N),
+                "--refit-chunk",
+                str(args.refit_chunk),
+                "--refit-loop-subset",
+                str(args.refit_loop_subset),
+                *extra,
+            ],
             args.timeout,
         )
         refits.setdefault("n", REFIT_N)
-        print(f"  {refits['status']} in {refits.get('wall_s', float('nan')):.1f} s",
-              file=sys.stderr, flush=True)
+        print(
+            f"  {refits['status']} in {refits.get('wall_s', float('nan')):.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     print(size_tables(results))
     if refits is not None:

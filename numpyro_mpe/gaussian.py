@@ -17,8 +17,8 @@ __all__ = [
     "is_dense",
     "mean_precision_from_natural",
     "natural_from_mean_precision",
-    "predictive_covariance",
     "precision_solve",
+    "predictive_covariance",
 ]
 
 
@@ -37,9 +37,7 @@ def natural_from_mean_precision(
     return eta1, -0.5 * precision
 
 
-def mean_precision_from_natural(
-    eta1: ArrayLike, eta2: ArrayLike
-) -> tuple[jax.Array, jax.Array]:
+def mean_precision_from_natural(eta1: ArrayLike, eta2: ArrayLike) -> tuple[jax.Array, jax.Array]:
     """``(eta1, eta2) -> (m, S)`` with ``S = -2 eta2`` and ``m = S^-1 eta1``."""
     precision = -2.0 * jnp.asarray(eta2)
     return precision_solve(precision, eta1), precision

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -135,9 +136,7 @@ class BLR:
 
     def get_params(self, state: BLRState) -> dict:
         """Guide params of the current Gaussian (no extra Hessian pass)."""
-        mean, precision = self.optimizer.mean_precision(
-            state.optim_state, self.guide.covariance
-        )
+        mean, precision = self.optimizer.mean_precision(state.optim_state, self.guide.covariance)
         return self.guide.params_from_mean_precision(mean, precision)
 
     def run(

@@ -30,8 +30,9 @@ exact for Gaussian-linear terms.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -140,9 +141,9 @@ def _laplace_loo(log_lik: Callable, mean, precision):
             return logdet - log_det, jnp.sum(gradients * solved, -1)
 
         whitened = jax.scipy.linalg.solve_triangular(
-            cholesky, jnp.swapaxes(
-                jax.scipy.linalg.solve_triangular(cholesky, hessians, lower=True), 1, 2
-            ), lower=True,
+            cholesky,
+            jnp.swapaxes(jax.scipy.linalg.solve_triangular(cholesky, hessians, lower=True), 1, 2),
+            lower=True,
         )
         reliability = jnp.linalg.eigvalsh(whitened)[:, -1]
         cavity_logdet, cavity_quad = solve_terms(precision - hessians)

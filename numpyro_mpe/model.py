@@ -19,8 +19,9 @@ observed sites sit inside a plate.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,7 @@ from numpyro.distributions.distribution import (
 )
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.autoguide import _ravel_dict, _unravel_dict
+from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import _unconstrain_reparam
 from numpyro.primitives import Messenger
 
@@ -133,7 +135,7 @@ class _SiteRecorder(Messenger):
         super().__init__(fn)
 
     def postprocess_message(self, msg):
-        if msg.get("name") is not None and msg["type"] in ("sample", "param", "plate"):
+        if msg.get("name") is not None and msg["type"] in ("sample", "param"):
             self.last_site = msg["name"]
 
 
@@ -161,7 +163,11 @@ def _check_finite_arguments(args: tuple, kwargs: dict) -> None:
 
 def _trace(model: Callable, args: tuple, kwargs: dict, unconstrained: dict | None):
     if unconstrained is None:
-        traced = handlers.seed(model, rng_seed=0)
+        # As numpyro's initialize_model: latents at their prior median, falling back to
+        # a uniform draw for priors that cannot be sampled (ImproperUniform).
+        traced = handlers.substitute(
+            handlers.seed(model, rng_seed=0), substitute_fn=init_to_median
+        )
     else:
         traced = handlers.substitute(
             handlers.seed(model, rng_seed=0),
@@ -179,9 +185,7 @@ def _prototype_trace(model: Callable, args: tuple, kwargs: dict) -> dict:
         raise
     except Exception as error:
         where = (
-            f"after site '{recorder.last_site}'"
-            if recorder.last_site
-            else "before its first site"
+            f"after site '{recorder.last_site}'" if recorder.last_site else "before its first site"
         )
         raise ModelError(
             f"the model failed to trace {where}: {type(error).__name__}: {error}"
@@ -206,14 +210,13 @@ def _site_log_prob(site: dict) -> jax.Array:
 
 def _find_plate(trace: dict, plate: str | None) -> tuple[str, int, int, tuple[str, ...]]:
     observed = [
-        s for s in trace.values() if s["type"] == "sample" and s["is_observed"]
-        and not s["name"].startswith("_")
+        s
+        for s in trace.values()
+        if s["type"] == "sample" and s["is_observed"] and not s["name"].startswith("_")
     ]
     if not observed:
         raise ModelError("the model has no observed site; pass data through obs=...")
-    in_plates = {
-        s["name"]: [f for f in s["cond_indep_stack"]] for s in observed
-    }
+    in_plates = {s["name"]: [f for f in s["cond_indep_stack"]] for s in observed}
     if plate is not None:
         chosen = [
             (s["name"], f) for s in observed for f in in_plates[s["name"]] if f.name == plate
@@ -280,17 +283,6 @@ def _check_observed_values(trace: dict, names: tuple[str, ...]) -> None:
             )
 
 
-def _prior_median(site: dict) -> jax.Array:
-    """Unconstrained median of 15 prior draws (numpyro's ``init_to_median``)."""
-    fn = site["fn"]
-    transform = biject_to(fn.support)
-    try:
-        draws = fn.sample(jax.random.PRNGKey(0), (15,))
-    except NotImplementedError:
-        return jnp.zeros(jnp.shape(transform.inv(site["value"])))
-    return jnp.median(transform.inv(draws), axis=0)
-
-
 def _unwrap(fn) -> tuple[Any, int]:
     """Strip ``Independent`` / ``ExpandedDistribution``; return base and event dims added."""
     reinterpreted = 0
@@ -304,16 +296,14 @@ def _unwrap(fn) -> tuple[Any, int]:
             return fn, reinterpreted
 
 
-def _float_parameters(base) -> list[tuple[str, Any]]:
+def _constructor_parameters(base) -> list[tuple[str, Any]]:
+    """``(name, constraint)`` of the parameters ``type(base)(**...)`` takes and ``base`` holds."""
     signature = inspect.signature(type(base).__init__).parameters
-    found = []
-    for name, constraint in type(base).arg_constraints.items():
-        if name not in signature or name not in vars(base):
-            continue
-        if constraint.is_discrete:
-            continue
-        found.append((name, constraint))
-    return found
+    return [
+        (name, constraint)
+        for name, constraint in type(base).arg_constraints.items()
+        if name in signature and getattr(base, name, None) is not None
+    ]
 
 
 def _build_predictor(
@@ -327,7 +317,8 @@ def _build_predictor(
     batch_shape = site["fn"].batch_shape
     if batch_shape != (size,) or plate_dim != -1:
         return None
-    parameters = _float_parameters(base)
+    constructor_parameters = _constructor_parameters(base)
+    parameters = [(n, c) for n, c in constructor_parameters if not c.is_discrete]
     if not parameters:
         return None
     event_shapes = {
@@ -338,9 +329,7 @@ def _build_predictor(
     def parameter_values(theta):
         fn, _ = _unwrap(site_at(theta)["fn"])
         return {
-            name: jnp.broadcast_to(
-                getattr(fn, name), batch_shape + tuple(event_shapes[name])
-            )
+            name: jnp.broadcast_to(getattr(fn, name), batch_shape + tuple(event_shapes[name]))
             for name, _ in parameters
         }
 
@@ -356,7 +345,11 @@ def _build_predictor(
         return None
     transforms = {name: biject_to(c) for name, c in parameters}
     values0 = parameter_values(theta0)
-    fixed = {name: value for name, value in values0.items() if name not in names}
+    fixed = {
+        name: values0[name] if name in values0 else getattr(base, name)
+        for name, _ in constructor_parameters
+        if name not in names
+    }
     unconstrained_shapes = {
         name: jnp.shape(transforms[name].inv(values0[name]))[1:] for name in names
     }
@@ -381,9 +374,7 @@ def _build_predictor(
         for name in names:
             block = f[:, start : start + widths[name]]
             start += widths[name]
-            arguments[name] = transforms[name](
-                block.reshape((size,) + unconstrained_shapes[name])
-            )
+            arguments[name] = transforms[name](block.reshape((size,) + unconstrained_shapes[name]))
         distribution = type(base)(**arguments)
         if reinterpreted:
             distribution = distribution.to_event(reinterpreted)
@@ -450,7 +441,10 @@ def trace_model(
                 "needs global latents (integrate local ones out, or make them global)"
             )
 
-    init_values = {name: _prior_median(prototype[name]) for name in latent_names}
+    init_values = {
+        name: biject_to(prototype[name]["fn"].support).inv(prototype[name]["value"])
+        for name in latent_names
+    }
     init_theta, shape_dict = _ravel_dict(init_values)
     unravel = partial(_unravel_dict, shape_dict=shape_dict)
     latent_set = set(latent_names)
@@ -465,8 +459,10 @@ def trace_model(
             log_prob = _site_log_prob(site)
             if name in observed_sites:
                 per_example = per_example + _per_example(log_prob, site["fn"], plate_dim, size)
-            elif site["is_observed"] and not _is_jacobian_factor(name, latent_set) and any(
-                f.name == plate_name for f in site["cond_indep_stack"]
+            elif (
+                site["is_observed"]
+                and not _is_jacobian_factor(name, latent_set)
+                and any(f.name == plate_name for f in site["cond_indep_stack"])
             ):
                 per_example = per_example + _per_example(log_prob, site["fn"], plate_dim, size)
             else:
@@ -495,4 +491,3 @@ def trace_model(
         log_lik=log_lik,
         predictor=predictor,
     )
-

@@ -8,7 +8,8 @@ reads the Gaussian ``N(m, S^-1)`` off the state, so MPE works at any iteration.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

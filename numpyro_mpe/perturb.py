@@ -16,7 +16,8 @@ exact posterior division: it equals the refit without ``M``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,9 +57,7 @@ def removal_weights(remove: ArrayLike, num_examples: int) -> jax.Array:
             raise ValueError(f"indices must be 1-d, got shape {array.shape}")
         bad = (array < 0) | (array >= num_examples)
         if bad.any():
-            raise ValueError(
-                f"index {array[bad][0]} is out of range for {num_examples} examples"
-            )
+            raise ValueError(f"index {array[bad][0]} is out of range for {num_examples} examples")
         return jnp.zeros(num_examples).at[array].set(1.0)
     if np.issubdtype(array.dtype, np.floating):
         if array.shape != (num_examples,):

@@ -55,8 +55,6 @@ def logistic_model(X, y=None):
 
 def linear_model(X, y=None, sigma=18.0, prior_scale=10.0):
     """Gaussian-linear regression with known noise scale: the conjugate case."""
-    beta = numpyro.sample(
-        "beta", dist.Normal(0, prior_scale).expand([X.shape[1]]).to_event(1)
-    )
+    beta = numpyro.sample("beta", dist.Normal(0, prior_scale).expand([X.shape[1]]).to_event(1))
     with numpyro.plate("data", X.shape[0]):
         numpyro.sample("y", dist.Normal(X @ beta, sigma), obs=y)

@@ -101,9 +101,7 @@ def test_reliability_and_arviz_display(wells_fit):
     assert elpd.se == pytest.approx(15.6, abs=0.1)
     assert elpd.p == pytest.approx(3.2, abs=0.1)
     with pytest.warns(mpe.ReliabilityWarning, match="3020 of 3020 examples"):
-        flagged = mpe.loo(
-            logistic_model, guide, result.params, X, y, reliability_threshold=1e-9
-        )
+        flagged = mpe.loo(logistic_model, guide, result.params, X, y, reliability_threshold=1e-9)
     assert flagged.warning
 
 

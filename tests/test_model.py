@@ -1,0 +1,240 @@
+"""The model adapter: per-example terms, flat layout, predictors, and its errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from conftest import linear_model, logistic_model
+from numpyro.infer.util import log_density
+
+import numpyro_mpe as mpe
+
+
+def regression_with_scale(X, y=None):
+    beta = numpyro.sample("beta", dist.Normal(0, 10).expand([X.shape[1]]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfCauchy(2.5))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(X @ beta, sigma), obs=y)
+
+
+def test_log_joint_matches_numpyro_potential(kidiq, x64):
+    X, y = kidiq
+    pm = mpe.trace_model(regression_with_scale, X, y)
+    theta = pm.init_theta + 0.1
+    expected = -numpyro.infer.util.potential_energy(
+        regression_with_scale, (X, y), {}, pm.unravel(theta)
+    )
+    np.testing.assert_allclose(pm.log_joint(theta), expected, rtol=1e-12)
+    assert pm.log_lik(theta).shape == (434,)
+    assert pm.num_latents == 4 and pm.plate == "data" and pm.observed_sites == ("y",)
+
+
+def test_weights_remove_examples(kidiq, x64):
+    X, y = kidiq
+    pm = mpe.trace_model(linear_model, X, y)
+    theta = pm.init_theta
+    weights = jnp.ones(434).at[:10].set(0.0)
+    pm_rest = mpe.trace_model(linear_model, X[10:], y[10:])
+    np.testing.assert_allclose(pm.log_joint(theta, weights), pm_rest.log_joint(theta), rtol=1e-12)
+
+
+def test_flat_order_matches_guide(kidiq, x64):
+    X, y = kidiq
+
+    def model(X, y=None):
+        sigma = numpyro.sample("sigma", dist.HalfNormal(5.0))
+        beta = numpyro.sample("beta", dist.Normal(0, 10).expand([3]).to_event(1))
+        alpha = numpyro.sample("alpha", dist.Normal(0, 10))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", dist.Normal(alpha + X @ beta, sigma), obs=y)
+
+    pm = mpe.trace_model(model, X, y)
+    guide = mpe.AutoGaussian(model)
+    with numpyro.handlers.seed(rng_seed=0):
+        guide._setup_prototype(X, y)
+    theta = jnp.arange(5.0)
+    assert list(pm.latent_shapes) == ["sigma", "beta", "alpha"]
+    unpacked = guide._unpack_latent(theta)
+    for name, value in pm.unravel(theta).items():
+        np.testing.assert_array_equal(unpacked[name], value)
+
+
+@pytest.mark.parametrize(
+    ("observation", "names"),
+    [
+        (lambda eta, y: dist.Bernoulli(logits=eta), ("logits",)),
+        (lambda eta, y: dist.Bernoulli(probs=jax.nn.sigmoid(eta)), ("probs",)),
+        (lambda eta, y: dist.Binomial(5, logits=eta), ("logits",)),
+        (lambda eta, y: dist.Poisson(jnp.exp(eta)), ("rate",)),
+        (lambda eta, y: dist.NegativeBinomial2(jnp.exp(eta), 3.0), ("mean",)),
+        (lambda eta, y: dist.StudentT(4.0, eta, 2.0), ("loc",)),
+        (lambda eta, y: dist.Normal(eta, 2.0), ("loc",)),
+    ],
+)
+def test_predictor_rebuilds_the_observation(observation, names, x64):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 2))
+    y = rng.integers(0, 2, size=50).astype(float)
+
+    def model(X, y=None):
+        beta = numpyro.sample("beta", dist.Normal(0, 1).expand([2]).to_event(1))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", observation(X @ beta, y), obs=y)
+
+    pm = mpe.trace_model(model, X, y)
+    assert pm.predictor.names == names
+    theta = jnp.array([0.3, -0.2])
+    f = pm.predictor.fn(theta)
+    assert f.shape == (50, 1)
+    np.testing.assert_allclose(pm.predictor.log_lik(f), pm.log_lik(theta), rtol=1e-12)
+    if names == ("logits",) or names == ("loc",):
+        np.testing.assert_allclose(f[:, 0], X @ theta, rtol=1e-12)
+
+
+def test_categorical_predictor_is_a_vector(x64):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 2))
+    y = rng.integers(0, 3, size=40)
+
+    def model(X, y=None):
+        weights = numpyro.sample("w", dist.Normal(0, 1).expand([2, 3]).to_event(2))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", dist.Categorical(logits=X @ weights), obs=y)
+
+    pm = mpe.trace_model(model, X, y)
+    theta = jnp.linspace(-1, 1, 6)
+    assert pm.predictor.fn(theta).shape == (40, 3)
+    np.testing.assert_allclose(
+        pm.predictor.log_lik(pm.predictor.fn(theta)), pm.log_lik(theta), rtol=1e-12
+    )
+
+
+def test_latent_scale_joins_the_predictor(kidiq, x64):
+    pm = mpe.trace_model(regression_with_scale, *kidiq)
+    assert pm.predictor.names == ("loc", "scale")
+    assert pm.predictor.noise_variance is None
+    assert mpe.trace_model(linear_model, *kidiq).predictor.noise_variance is not None
+
+
+def test_plate_is_selected_by_name(x64):
+    def model(y_a, y_b):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("a", y_a.shape[0]):
+            numpyro.sample("ya", dist.Normal(mu, 1), obs=y_a)
+        with numpyro.plate("b", y_b.shape[0]):
+            numpyro.sample("yb", dist.Normal(mu, 1), obs=y_b)
+
+    y_a, y_b = jnp.zeros(4), jnp.ones(4)
+    with pytest.raises(mpe.ModelError, match=r"different plates \['a', 'b'\]"):
+        mpe.trace_model(model, y_a, y_b)
+    pm = mpe.trace_model(model, y_a, y_b, plate="b")
+    assert pm.observed_sites == ("yb",)
+    # 'ya' is outside the chosen plate: part of the never-removed term.
+    np.testing.assert_allclose(pm.log_prior(jnp.zeros(1)), -0.5 * np.log(2 * np.pi) * 5)
+    with pytest.raises(mpe.ModelError, match="no observed site is inside plate 'c'"):
+        mpe.trace_model(model, y_a, y_b, plate="c")
+
+
+# --- errors, raised before any fitting -------------------------------------------
+
+
+def test_error_no_observed_site_in_a_plate():
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        numpyro.sample("y", dist.Normal(mu, 1).expand([3]).to_event(1), obs=y)
+
+    with pytest.raises(mpe.ModelError, match=r"no observed site is inside a plate.*'y'"):
+        mpe.trace_model(model, jnp.zeros(3))
+
+
+def test_error_no_observed_site_at_all():
+    def model():
+        numpyro.sample("mu", dist.Normal(0, 1))
+
+    with pytest.raises(mpe.ModelError, match="no observed site"):
+        mpe.trace_model(model)
+
+
+def test_error_discrete_latent():
+    def model(y):
+        z = numpyro.sample("z", dist.Bernoulli(0.5))
+        with numpyro.plate("data", 3):
+            numpyro.sample("y", dist.Normal(z, 1), obs=y)
+
+    with pytest.raises(mpe.ModelError, match="latent site 'z' is discrete"):
+        mpe.trace_model(model, jnp.zeros(3))
+
+
+def test_error_plates_of_different_sizes():
+    def model(y_a, y_b):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("a", 3):
+            numpyro.sample("ya", dist.Normal(mu, 1), obs=y_a)
+        with numpyro.plate("b", 5):
+            numpyro.sample("yb", dist.Normal(mu, 1), obs=y_b)
+
+    with pytest.raises(mpe.ModelError, match=r"plates of different sizes.*'a' \(size 3\)"):
+        mpe.trace_model(model, jnp.zeros(3), jnp.zeros(5))
+
+
+def test_error_nan_in_argument():
+    X = np.ones((5, 2))
+    X[3, 1] = np.nan
+    with pytest.raises(
+        mpe.ModelError, match=r"positional argument 0 contains nan at index \(3, 1\)"
+    ):
+        mpe.trace_model(logistic_model, X, np.ones(5))
+    with pytest.raises(mpe.ModelError, match=r"argument 'y' contains inf at index \(2,\)"):
+        mpe.trace_model(logistic_model, np.ones((5, 2)), y=np.array([0, 1, np.inf, 0, 1.0]))
+
+
+def test_error_nan_in_observed_value():
+    def model(n):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("data", n):
+            numpyro.sample("y", dist.Normal(mu, 1), obs=jnp.array([0.0, jnp.nan, 1.0]))
+
+    with pytest.raises(mpe.ModelError, match=r"observed site 'y' contains nan at index \(1,\)"):
+        mpe.trace_model(model, 3)
+
+
+def test_error_model_fails_to_trace():
+    def model(X, y=None):
+        beta = numpyro.sample("beta", dist.Normal(0, 1).expand([3]).to_event(1))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
+
+    with pytest.raises(mpe.ModelError, match=r"failed to trace after site 'beta'.*TypeError"):
+        mpe.trace_model(model, np.ones((4, 2)), np.ones(4))
+
+
+def test_error_local_latent():
+    def model(y):
+        with numpyro.plate("data", 3):
+            z = numpyro.sample("z", dist.Normal(0, 1))
+            numpyro.sample("y", dist.Normal(z, 1), obs=y)
+
+    with pytest.raises(mpe.ModelError, match="latent site 'z' is local to plate 'data'"):
+        mpe.trace_model(model, jnp.zeros(3))
+
+
+def test_error_subsampled_plate():
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("data", 10, subsample_size=4) as idx:
+            numpyro.sample("y", dist.Normal(mu, 1), obs=y[idx])
+
+    with pytest.raises(mpe.ModelError, match="plate 'data' is subsampled"):
+        mpe.trace_model(model, jnp.zeros(10))
+
+
+def test_model_is_not_mutated_and_log_density_agrees(wells, x64):
+    X, y = wells
+    pm = mpe.trace_model(logistic_model, X, y)
+    theta = jnp.array([0.1, -0.5, 0.4])
+    joint, _ = log_density(logistic_model, (X, y), {}, {"beta": theta})
+    np.testing.assert_allclose(pm.log_joint(theta), joint, rtol=1e-12)
