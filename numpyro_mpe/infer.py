@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import warnings
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -167,6 +168,15 @@ class BLR:
                 bar.set_postfix_str(f"loss {float(info.loss):.6g}")
                 if bool(info.converged):
                     break
+        # A rejected step with a negligible decrement is float precision, not a failure.
+        if hasattr(info, "accepted") and not bool(info.accepted) and info.decrement > 1e-6:
+            warnings.warn(
+                "BLR.run: no step decreased the loss any more; stopped with Newton "
+                f"decrement {float(info.decrement):.3g} (float precision reached, or a "
+                "badly scaled model)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         params = self.get_params(state)
         check_positive_definite(params[self.guide.precision_name], "BLR.run")
         return BLRRunResult(params, state, jnp.stack(losses))

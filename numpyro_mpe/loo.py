@@ -211,7 +211,8 @@ def loo(
     -----
     ReliabilityWarning
         When some reliability value exceeds ``reliability_threshold``. Examples whose
-        value reaches 1 (improper cavity) fall back to the full-data covariance.
+        value reaches 1 (improper cavity) fall back to the paper's form, which keeps the
+        full-data covariance (``S`` instead of ``S - H_i`` in the parameter-space form).
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
@@ -228,7 +229,7 @@ def loo(
         size = plate_model.num_examples * plate_model.num_latents**2 * mean.dtype.itemsize
         if size > _MAX_HESSIAN_BYTES:
             raise ValueError(
-                f"the parameter-space form needs per-example Hessians of {size / 1e9:.1f} GB "
+                f"the parameter-space form needs per-example Hessians of {size / 2**30:.1f} GiB "
                 f"({plate_model.num_examples} x {plate_model.num_latents}^2); give the "
                 "observation a single distribution with a predictor"
             )

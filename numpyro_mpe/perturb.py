@@ -45,6 +45,8 @@ def removal_weights(remove: ArrayLike, num_examples: int) -> jax.Array:
         ``N``.
     """
     array = np.asarray(remove)
+    if array.size == 0:
+        return jnp.zeros(num_examples)
     if array.dtype == bool:
         if array.shape != (num_examples,):
             raise ValueError(

@@ -11,7 +11,7 @@ from numpyro_mpe.demo import run_demo
 
 @pytest.mark.slow
 def test_demo_table(x64):
-    out = run_demo(num_warmup=150, num_samples=150, num_chains=1)
+    out = run_demo(num_warmup=300, num_samples=500, num_chains=1)
     table = out["table"]
     assert set(table.index) == {
         "dist (MPE)",
@@ -22,7 +22,7 @@ def test_demo_table(x64):
     assert table.index[0].startswith("dist+arsenic")
     mpe_elpd = table.loc["dist+arsenic (MPE)", "elpd"]
     nuts_elpd = table.loc["dist+arsenic (NUTS+PSIS)", "elpd"]
-    # Gaussian-approximation error plus Monte Carlo error of 150 draws: well under 1.
+    # Gaussian-approximation error plus Monte Carlo error of 500 draws: well under 1.
     assert abs(mpe_elpd - nuts_elpd) < 1.0
     assert (table["seconds"] > 0).all()
 

@@ -202,3 +202,20 @@ def test_perturb_removing_everything_that_identifies_a_direction_raises(x64):
     params = mpe.perturb(model, guide, result.params, [2], X, y)
     # Only the prior (sd 1e3) is left on beta[1].
     np.testing.assert_allclose(params["auto_precision"][1, 1], 1e-6, rtol=1e-6)
+
+
+def test_empty_removal_is_the_identity(wells_fit):
+    X, y, guide, result = wells_fit
+    params = mpe.perturb(logistic_model, guide, result.params, [], X, y)
+    np.testing.assert_allclose(params["auto_loc"], result.params["auto_loc"], rtol=1e-12)
+
+
+def test_run_warns_when_no_step_decreases_the_loss(wells, x64):
+    X, y = wells
+    guide = mpe.AutoGaussian(logistic_model)
+    blr = mpe.BLR(logistic_model, guide, mpe.optim.newton(max_damping_steps=0))
+    state = blr.init(jax.random.PRNGKey(0), X, y)
+    # A negative damping makes H + mu I indefinite, and no retry is allowed: no step.
+    state = state._replace(optim_state=state.optim_state._replace(damping=jnp.array(-1e6)))
+    with pytest.warns(RuntimeWarning, match="no step decreased the loss"):
+        blr.run(jax.random.PRNGKey(0), 5, X, y, init_state=state, progress_bar=False)
