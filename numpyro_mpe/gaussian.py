@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve, solve_triangular
+from jax.scipy.linalg import cho_solve
 from jax.typing import ArrayLike
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "mean_precision_from_natural",
     "natural_from_mean_precision",
     "precision_solve",
-    "predictive_covariance",
 ]
 
 
@@ -50,27 +49,3 @@ def precision_solve(precision: ArrayLike, rhs: ArrayLike) -> jax.Array:
     if is_dense(precision):
         return cho_solve((jnp.linalg.cholesky(precision), True), rhs)
     return rhs / (precision if rhs.ndim == 1 else precision[:, None])
-
-
-def predictive_covariance(precision: ArrayLike, jacobian: ArrayLike) -> jax.Array:
-    """``V_i = J_i S^-1 J_i^T`` for every example.
-
-    Parameters
-    ----------
-    precision : array, shape (P, P) or (P,)
-    jacobian : array, shape (N, K, P)
-        ``J_i = d f_i / d theta``.
-
-    Returns
-    -------
-    jax.Array, shape (N, K, K)
-    """
-    precision = jnp.asarray(precision)
-    jacobian = jnp.asarray(jacobian)
-    if is_dense(precision):
-        cholesky = jnp.linalg.cholesky(precision)
-        n, k, p = jacobian.shape
-        whitened = solve_triangular(cholesky, jacobian.reshape(n * k, p).T, lower=True)
-        whitened = whitened.T.reshape(n, k, p)
-        return jnp.einsum("nkp,nlp->nkl", whitened, whitened)
-    return jnp.einsum("nkp,p,nlp->nkl", jacobian, 1.0 / precision, jacobian)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_mpe.arviz import ELPDDataMPE, make_elpd_data
-from numpyro_mpe.gaussian import is_dense, predictive_covariance
+from numpyro_mpe.gaussian import is_dense
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.model import Predictor, trace_model
 
@@ -97,25 +97,56 @@ def _likelihood_curvature(predictor: Predictor, f: jax.Array):
     return e, jnp.stack(columns, axis=2)
 
 
-def _predictor_loo(predictor: Predictor, mean, precision, *, method: str):
-    f = predictor.fn(mean)
-    jacobian = jax.jacfwd(predictor.fn)(mean)
-    e, lam = _likelihood_curvature(predictor, f)
-    v = predictive_covariance(precision, jacobian)
-    eye = jnp.eye(f.shape[1], dtype=f.dtype)
+def _outer(column: jax.Array) -> jax.Array:
+    return column[:, :, None] * column[:, None, :]
+
+
+def _prediction_space_covariances(predictor_fn: Callable, mean, precision, lam):
+    """Full-data ``V_i``, cavity ``V_i^{\\i}`` (both ``(N, K, K)``) and reliability ``(N,)``.
+
+    Streams over the ``P`` directions of ``theta`` with one Jacobian-vector product
+    each, so memory is ``O(N K^2)``: the ``(N, K, P)`` Jacobian is never formed.
+    """
+    f, jvp = jax.linearize(predictor_fn, mean)
+    zeros = jnp.zeros(f.shape + f.shape[1:], f.dtype)
     if is_dense(precision):
+        # V = (J L^-T)(J L^-T)^T with S = L L^T; the rows of L^-1 are the directions.
+        whitening = jax.scipy.linalg.solve_triangular(
+            jnp.linalg.cholesky(precision), jnp.eye(mean.shape[0], dtype=mean.dtype), lower=True
+        )
+        v, _ = jax.lax.scan(lambda acc, d: (acc + _outer(jvp(d)), None), zeros, whitening)
         eigenvalues, eigenvectors = jnp.linalg.eigh(v)
         root = eigenvectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0))[:, None, :]
-        whitened = jnp.swapaxes(root, 1, 2) @ lam @ root
-        reliability = jnp.linalg.eigvalsh(whitened)[:, -1]
+        reliability = jnp.linalg.eigvalsh(jnp.swapaxes(root, 1, 2) @ lam @ root)[:, -1]
         # V (I - Lambda V)^-1, written as a solve against the transpose.
-        cavity = jnp.swapaxes(
-            jnp.linalg.solve(eye - jnp.swapaxes(lam @ v, 1, 2), jnp.swapaxes(v, 1, 2)), 1, 2
+        eye = jnp.eye(f.shape[1], dtype=f.dtype)
+        transposed = jnp.swapaxes
+        cavity = transposed(
+            jnp.linalg.solve(eye - transposed(lam @ v, 1, 2), transposed(v, 1, 2)), 1, 2
         )
-    else:
-        removed = jnp.einsum("nkp,nkl,nlp->np", jacobian, lam, jacobian)
-        reliability = jnp.max(removed / precision, axis=1)
-        cavity = jnp.einsum("nkp,np,nlp->nkl", jacobian, 1.0 / (precision - removed), jacobian)
+        return v, cavity, reliability
+
+    def accumulate(carry, inputs):
+        v, cavity, reliability = carry
+        direction, site_precision = inputs
+        column = jvp(direction)  # J e_p, (N, K)
+        removed = jnp.einsum("nk,nkl,nl->n", column, lam, column)
+        outer = _outer(column)
+        v = v + outer / site_precision
+        cavity = cavity + outer / (site_precision - removed)[:, None, None]
+        reliability = jnp.maximum(reliability, removed / site_precision)
+        return (v, cavity, reliability), None
+
+    eye = jnp.eye(mean.shape[0], dtype=mean.dtype)
+    initial = (zeros, zeros, jnp.zeros(f.shape[0], f.dtype))
+    (v, cavity, reliability), _ = jax.lax.scan(accumulate, initial, (eye, precision))
+    return v, cavity, reliability
+
+
+def _predictor_loo(predictor: Predictor, mean, precision, *, method: str):
+    f = predictor.fn(mean)
+    e, lam = _likelihood_curvature(predictor, f)
+    v, cavity, reliability = _prediction_space_covariances(predictor.fn, mean, precision, lam)
     valid = reliability < 1.0
     if method == "paper":
         cavity = v
