@@ -216,38 +216,39 @@ def _find_plate(trace: dict, plate: str | None) -> tuple[str, int, int, tuple[st
     ]
     if not observed:
         raise ModelError("the model has no observed site; pass data through obs=...")
-    in_plates = {s["name"]: [f for f in s["cond_indep_stack"]] for s in observed}
+    in_plates = {s["name"]: {f.name: f for f in s["cond_indep_stack"]} for s in observed}
     if plate is not None:
-        chosen = [
-            (s["name"], f) for s in observed for f in in_plates[s["name"]] if f.name == plate
-        ]
+        chosen = [(name, frames[plate]) for name, frames in in_plates.items() if plate in frames]
         if not chosen:
-            found = sorted({f.name for fs in in_plates.values() for f in fs})
+            found = sorted({f for frames in in_plates.values() for f in frames})
             raise ModelError(
                 f"no observed site is inside plate '{plate}'; plates holding observed "
                 f"sites: {found}"
             )
     else:
-        chosen = [(s["name"], fs[-1]) for s in observed for fs in [in_plates[s["name"]]] if fs]
-        if not chosen:
+        if not any(in_plates.values()):
             raise ModelError(
                 "no observed site is inside a plate: wrap the likelihood in "
                 "`with numpyro.plate('data', N):` so that examples can be told apart "
-                f"(observed sites: {[s['name'] for s in observed]})"
+                f"(observed sites: {list(in_plates)})"
             )
-        sizes = {f.size for _, f in chosen}
-        if len(sizes) > 1:
-            listing = ", ".join(f"'{n}' in plate '{f.name}' (size {f.size})" for n, f in chosen)
+        common = set.intersection(*(set(frames) for frames in in_plates.values()))
+        if not common:
+            listing = ", ".join(
+                f"'{name}' in plates {sorted(frames) or 'none'} "
+                f"(sizes {[f.size for f in frames.values()]})"
+                for name, frames in in_plates.items()
+            )
+            sizes = {f.size for frames in in_plates.values() for f in frames.values()}
+            kind = "plates of different sizes" if len(sizes) > 1 else "different plates"
             raise ModelError(
-                f"observed sites are in plates of different sizes: {listing}; "
-                "pass plate=NAME to choose the plate of examples"
+                f"observed sites are in {kind}: {listing}; pass plate=NAME to choose the "
+                "plate of examples (observed sites outside it join the prior term)"
             )
-        names = {f.name for _, f in chosen}
-        if len(names) > 1:
-            raise ModelError(
-                f"observed sites are in different plates {sorted(names)}; "
-                "pass plate=NAME to choose the plate of examples"
-            )
+        # Nested plates shared by every observed site: the outermost one holds examples.
+        frames = next(iter(in_plates.values()))
+        plate = min(common, key=lambda name: frames[name].dim)
+        chosen = [(name, frames[plate]) for name, frames in in_plates.items()]
     frame = chosen[0][1]
     if frame.size != trace[frame.name]["args"][0]:
         raise ModelError(f"plate '{frame.name}' is subsampled; numpyro_mpe needs the full plate")

@@ -129,7 +129,7 @@ def test_plate_is_selected_by_name(x64):
             numpyro.sample("yb", dist.Normal(mu, 1), obs=y_b)
 
     y_a, y_b = jnp.zeros(4), jnp.ones(4)
-    with pytest.raises(mpe.ModelError, match=r"different plates \['a', 'b'\]"):
+    with pytest.raises(mpe.ModelError, match=r"in different plates: 'ya' in plates \['a'\]"):
         mpe.trace_model(model, y_a, y_b)
     pm = mpe.trace_model(model, y_a, y_b, plate="b")
     assert pm.observed_sites == ("yb",)
@@ -140,6 +140,24 @@ def test_plate_is_selected_by_name(x64):
 
 
 # --- errors, raised before any fitting -------------------------------------------
+
+
+def test_nested_plates_choose_the_outer_one(x64):
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0, 1).expand([3]).to_event(1))
+        with numpyro.plate("data", y.shape[0], dim=-2), numpyro.plate("features", 3, dim=-1):
+            numpyro.sample("y", dist.Normal(mu, 1), obs=y)
+
+    y = jnp.arange(12.0).reshape(4, 3)
+    pm = mpe.trace_model(model, y)
+    assert pm.plate == "data" and pm.num_examples == 4 and pm.predictor is None
+    theta = jnp.array([0.5, -0.5, 1.0])
+    expected = dist.Normal(theta, 1).log_prob(y).sum(axis=1)
+    np.testing.assert_allclose(pm.log_lik(theta), expected, rtol=1e-12)
+    columns = mpe.trace_model(model, y, plate="features")
+    np.testing.assert_allclose(
+        columns.log_lik(theta), dist.Normal(theta, 1).log_prob(y).sum(axis=0), rtol=1e-12
+    )
 
 
 def test_error_no_observed_site_in_a_plate():
@@ -177,7 +195,9 @@ def test_error_plates_of_different_sizes():
         with numpyro.plate("b", 5):
             numpyro.sample("yb", dist.Normal(mu, 1), obs=y_b)
 
-    with pytest.raises(mpe.ModelError, match=r"plates of different sizes.*'a' \(size 3\)"):
+    with pytest.raises(
+        mpe.ModelError, match=r"plates of different sizes: 'ya' in plates \['a'\] \(sizes \[3\]\)"
+    ):
         mpe.trace_model(model, jnp.zeros(3), jnp.zeros(5))
 
 
