@@ -4,11 +4,12 @@ Fit a Gaussian posterior with a Bayesian-learning-rule optimizer
 (:class:`AutoGaussian`, :class:`BLR`, :mod:`numpyro_mpe.optim`), then apply the
 memory-perturbation equation: :func:`perturb` gives the posterior without some
 examples, :func:`loo` the Bayesian leave-one-out predictive densities as an ArviZ
-``ELPDDataLOO``.
+``ELPDDataLOO``; :func:`exact_loo` refits without each example, for validation.
 """
 
 from numpyro_mpe import optim
-from numpyro_mpe.arviz import ELPDDataMPE, ReliabilityWarning
+from numpyro_mpe.arviz import ELPDDataMPE, ELPDDataRefit, ReliabilityWarning
+from numpyro_mpe.exact import exact_loo
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.infer import BLR, BLRRunResult, BLRState, NotPositiveDefiniteError
 from numpyro_mpe.loo import loo
@@ -21,11 +22,13 @@ __all__ = [
     "BLRRunResult",
     "BLRState",
     "ELPDDataMPE",
+    "ELPDDataRefit",
     "ModelError",
     "NotPositiveDefiniteError",
     "PlateModel",
     "Predictor",
     "ReliabilityWarning",
+    "exact_loo",
     "loo",
     "optim",
     "perturb",

@@ -10,7 +10,13 @@ import numpy as np
 import xarray as xr
 from arviz_stats.utils import ELPDDataLOO
 
-__all__ = ["ELPDDataMPE", "ReliabilityWarning", "make_elpd_data"]
+__all__ = [
+    "ELPDDataMPE",
+    "ELPDDataRefit",
+    "ReliabilityWarning",
+    "make_elpd_data",
+    "make_refit_elpd_data",
+]
 
 
 class ReliabilityWarning(UserWarning):
@@ -62,6 +68,86 @@ class ELPDDataMPE(ELPDDataLOO):
         return line
 
 
+@dataclass(kw_only=True, repr=False)
+class ELPDDataRefit(ELPDDataLOO):
+    """Brute-force LOO by refitting without each example (:func:`exact_loo`).
+
+    Extra attributes
+    ----------------
+    lppd_i : DataArray
+        Pointwise log predictive density under the full-data fit.
+    method : str
+        ``"laplace"`` (Gaussian refits of the guide's family) or ``"nuts"``.
+    seconds : float
+        Wall time of all the refits.
+    """
+
+    _display_kind: ClassVar[str] = "loo_refit"
+
+    lppd_i: xr.DataArray = None
+    method: str = "laplace"
+    seconds: float | None = None
+
+    def _header(self):
+        return (
+            f"Computed by refitting ({self.method}) without each of "
+            f"{self.n_data_points} observations."
+        )
+
+
+def _check_finite(**arrays: np.ndarray) -> None:
+    for name, values in arrays.items():
+        if not np.all(np.isfinite(values)):
+            index = int(np.argmax(~np.isfinite(values)))
+            raise FloatingPointError(
+                f"leave-one-out produced a non-finite {name} ({values[index]}) at example {index}"
+            )
+
+
+def _summary(elpd_i: np.ndarray, lppd_i: np.ndarray) -> dict:
+    n = elpd_i.size
+    return {
+        "elpd": float(elpd_i.sum()),
+        "se": float(np.sqrt(n * np.var(elpd_i))),
+        "p": float(np.sum(lppd_i - elpd_i)),
+        "n_data_points": n,
+        "scale": "log",
+    }
+
+
+def _pointwise(
+    values: np.ndarray, dim: str, name: str, coords: np.ndarray | None = None
+) -> xr.DataArray:
+    coords = np.arange(values.size) if coords is None else coords
+    return xr.DataArray(values, dims=[dim], coords={dim: coords}, name=name)
+
+
+def make_refit_elpd_data(
+    elpd_i: np.ndarray,
+    lppd_i: np.ndarray,
+    *,
+    dim: str,
+    method: str,
+    n_samples: int = 0,
+    coords: np.ndarray | None = None,
+    seconds: float | None = None,
+) -> ELPDDataRefit:
+    """Build an :class:`ELPDDataRefit` from pointwise arrays ``(N,)`` (over ``coords``)."""
+    elpd_i = np.asarray(elpd_i, dtype=float)
+    lppd_i = np.asarray(lppd_i, dtype=float)
+    _check_finite(elpd_i=elpd_i, lppd_i=lppd_i)
+    return ELPDDataRefit(
+        **_summary(elpd_i, lppd_i),
+        n_samples=n_samples,
+        warning=False,
+        good_k=0.7,
+        elpd_i=_pointwise(elpd_i, dim, "elpd_i", coords),
+        lppd_i=_pointwise(lppd_i, dim, "lppd_i", coords),
+        method=method,
+        seconds=seconds,
+    )
+
+
 def make_elpd_data(
     elpd_i: np.ndarray,
     lppd_i: np.ndarray,
@@ -76,14 +162,8 @@ def make_elpd_data(
     elpd_i = np.asarray(elpd_i, dtype=float)
     lppd_i = np.asarray(lppd_i, dtype=float)
     reliability = np.asarray(reliability, dtype=float)
-    for name, values in (("elpd_i", elpd_i), ("lppd_i", lppd_i), ("reliability", reliability)):
-        if not np.all(np.isfinite(values)):
-            index = int(np.argmax(~np.isfinite(values)))
-            raise FloatingPointError(
-                f"MPE-LOO produced a non-finite {name} ({values[index]}) at example {index}"
-            )
+    _check_finite(elpd_i=elpd_i, lppd_i=lppd_i, reliability=reliability)
     n = elpd_i.size
-    coords = {dim: np.arange(n)}
     poor = int(np.sum(reliability > threshold))
     if poor:
         warnings.warn(
@@ -94,17 +174,13 @@ def make_elpd_data(
             stacklevel=3,
         )
     return ELPDDataMPE(
-        elpd=float(elpd_i.sum()),
-        se=float(np.sqrt(n * np.var(elpd_i))),
-        p=float(np.sum(lppd_i - elpd_i)),
+        **_summary(elpd_i, lppd_i),
         n_samples=0,
-        n_data_points=n,
-        scale="log",
         warning=bool(poor),
         good_k=threshold,
-        elpd_i=xr.DataArray(elpd_i, dims=[dim], coords=coords, name="elpd_i"),
-        lppd_i=xr.DataArray(lppd_i, dims=[dim], coords=coords, name="lppd_i"),
-        reliability=xr.DataArray(reliability, dims=[dim], coords=coords, name="reliability"),
+        elpd_i=_pointwise(elpd_i, dim, "elpd_i"),
+        lppd_i=_pointwise(lppd_i, dim, "lppd_i"),
+        reliability=_pointwise(reliability, dim, "reliability"),
         reliability_threshold=threshold,
         method=method,
         covariance=covariance,

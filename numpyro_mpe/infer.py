@@ -14,7 +14,7 @@ from numpyro import handlers
 from tqdm.auto import tqdm
 
 from numpyro_mpe.guide import AutoGaussian
-from numpyro_mpe.model import trace_model
+from numpyro_mpe.model import join_arguments, split_arguments, trace_model
 from numpyro_mpe.optim import NaturalGradientOptimizer
 
 __all__ = ["BLR", "BLRRunResult", "BLRState", "NotPositiveDefiniteError"]
@@ -49,11 +49,21 @@ class BLRRunResult(NamedTuple):
     losses: jax.Array
 
 
-def _blr_update(model, optimizer, plate, state, args, kwargs):
+def _negative_log_joint(model, plate, static, arrays):
+    args, kwargs = join_arguments(arrays, static)
     plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
-    optim_state, info = optimizer.update(
-        state.optim_state, lambda theta: -plate_model.log_joint(theta)
-    )
+    return lambda theta: -plate_model.log_joint(theta)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _blr_init(model, optimizer, plate, static, mean, arrays):
+    return optimizer.init(mean, _negative_log_joint(model, plate, static, arrays))
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _blr_update(model, optimizer, plate, static, state, arrays):
+    loss_fn = _negative_log_joint(model, plate, static, arrays)
+    optim_state, info = optimizer.update(state.optim_state, loss_fn)
     return BLRState(optim_state, jax.random.split(state.rng_key)[0]), info
 
 
@@ -76,8 +86,8 @@ class BLR:
     """Fit an :class:`~numpyro_mpe.AutoGaussian` with a Bayesian-learning-rule optimizer.
 
     Mirrors :class:`numpyro.infer.SVI`: :meth:`init`, :meth:`update`, :meth:`run`,
-    :meth:`get_params`. The model's arguments are traced under ``jit`` as in SVI;
-    bind non-array arguments with :func:`functools.partial`.
+    :meth:`get_params`. Array arguments of the model are traced under ``jit``; other
+    arguments (Python numbers, strings) are static, and a new value compiles anew.
 
     Parameters
     ----------
@@ -110,7 +120,6 @@ class BLR:
         self.guide = guide
         self.optimizer = optimizer
         self.plate = plate
-        self._update = jax.jit(partial(_blr_update, model, optimizer, plate))
 
     def init(self, rng_key: jax.Array, *args: Any, **kwargs: Any) -> BLRState:
         """Check the model (errors are raised here, before any fitting) and start."""
@@ -126,14 +135,18 @@ class BLR:
                 f"guide latent size {mean.shape} differs from the model's "
                 f"{plate_model.init_theta.shape}"
             )
-        optim_state = jax.jit(
-            lambda m: self.optimizer.init(m, lambda theta: -plate_model.log_joint(theta))
-        )(mean)
+        arrays, static = split_arguments(args, kwargs)
+        optim_state = _blr_init(self.model, self.optimizer, self.plate, static, mean, arrays)
         return BLRState(optim_state, rng_key)
 
     def update(self, state: BLRState, *args: Any, **kwargs: Any):
-        """One optimizer step; returns ``(state, info)`` with ``info.loss``."""
-        return self._update(state, args, kwargs)
+        """One optimizer step; returns ``(state, info)`` with ``info.loss``.
+
+        Compiled once per model, optimizer and argument structure: a second call with
+        arrays of the same shapes does not recompile.
+        """
+        arrays, static = split_arguments(args, kwargs)
+        return _blr_update(self.model, self.optimizer, self.plate, static, state, arrays)
 
     def get_params(self, state: BLRState) -> dict:
         """Guide params of the current Gaussian (no extra Hessian pass)."""

@@ -39,7 +39,14 @@ from numpyro.infer.initialization import init_to_median
 from numpyro.infer.util import _unconstrain_reparam
 from numpyro.primitives import Messenger
 
-__all__ = ["ModelError", "PlateModel", "Predictor", "trace_model"]
+__all__ = [
+    "ModelError",
+    "PlateModel",
+    "Predictor",
+    "join_arguments",
+    "split_arguments",
+    "trace_model",
+]
 
 
 class ModelError(ValueError):
@@ -173,7 +180,10 @@ def _trace(model: Callable, args: tuple, kwargs: dict, unconstrained: dict | Non
             handlers.seed(model, rng_seed=0),
             substitute_fn=partial(_unconstrain_reparam, unconstrained),
         )
-    return handlers.trace(traced).get_trace(*args, **kwargs)
+    # block: the model's sites must not reach handlers of an enclosing numpyro context
+    # (for example when a log joint built here is used inside another model).
+    with handlers.block():
+        return handlers.trace(traced).get_trace(*args, **kwargs)
 
 
 def _prototype_trace(model: Callable, args: tuple, kwargs: dict) -> dict:
@@ -308,7 +318,7 @@ def _constructor_parameters(base) -> list[tuple[str, Any]]:
 
 
 def _build_predictor(
-    model, args, kwargs, plate_dim, size, site_name, unravel, theta0
+    model, args, kwargs, plate_dim, size, site_name, unravel, theta0, names=None
 ) -> Predictor | None:
     def site_at(theta):
         return _trace(model, args, kwargs, unravel(theta))[site_name]
@@ -334,16 +344,18 @@ def _build_predictor(
             for name, _ in parameters
         }
 
-    # A parameter is part of the predictor when it moves with theta; checked at the
-    # initial point and at a random one so an accidental zero derivative does not hide it.
-    probe = theta0 + jax.random.normal(jax.random.PRNGKey(0), theta0.shape)
-    dependent = set()
-    for point in (theta0, probe):
-        jac = jax.jacfwd(parameter_values)(point)
-        dependent |= {name for name, j in jac.items() if bool(jnp.any(j != 0))}
-    names = tuple(name for name, _ in parameters if name in dependent)
-    if not names:
-        return None
+    if names is None:
+        # A parameter is part of the predictor when it moves with theta; checked at the
+        # initial point and at a random one so an accidental zero derivative does not
+        # hide it.
+        probe = theta0 + jax.random.normal(jax.random.PRNGKey(0), theta0.shape)
+        dependent = set()
+        for point in (theta0, probe):
+            jac = jax.jacfwd(parameter_values)(point)
+            dependent |= {name for name, j in jac.items() if bool(jnp.any(j != 0))}
+        names = tuple(name for name, _ in parameters if name in dependent)
+        if not names:
+            return None
     transforms = {name: biject_to(c) for name, c in parameters}
     values0 = parameter_values(theta0)
     fixed = {
@@ -398,7 +410,7 @@ def trace_model(
     model: Callable,
     *args: Any,
     plate: str | None = None,
-    with_predictor: bool = True,
+    with_predictor: bool | tuple[str, ...] = True,
     **kwargs: Any,
 ) -> PlateModel:
     """Build the flat, per-example view of ``model`` called with ``*args, **kwargs``.
@@ -414,8 +426,11 @@ def trace_model(
     plate : str, optional
         Name of the plate of examples. Found automatically when the observed sites are
         all in one plate.
-    with_predictor : bool
-        Look for the observation's predictor (needs concrete arguments, not tracers).
+    with_predictor : bool or tuple of str
+        True: look for the observation's predictor (needs concrete arguments, not
+        tracers); False: none; a tuple of parameter names (``Predictor.names`` of an
+        earlier call): build that predictor without the search, which works under
+        ``jit``.
 
     Returns
     -------
@@ -479,7 +494,15 @@ def trace_model(
     predictor = None
     if with_predictor and len(observed_sites) == 1:
         predictor = _build_predictor(
-            model, args, kwargs, plate_dim, size, observed_sites[0], unravel, init_theta
+            model,
+            args,
+            kwargs,
+            plate_dim,
+            size,
+            observed_sites[0],
+            unravel,
+            init_theta,
+            names=None if with_predictor is True else tuple(with_predictor),
         )
     return PlateModel(
         num_examples=size,
@@ -492,3 +515,48 @@ def trace_model(
         log_lik=log_lik,
         predictor=predictor,
     )
+
+
+class _ArrayPlaceholder:
+    """Marks where an array argument goes back (hashes by identity)."""
+
+    def __repr__(self) -> str:
+        return "<array>"
+
+
+_DYNAMIC = _ArrayPlaceholder()
+
+
+def split_arguments(args: tuple, kwargs: dict) -> tuple[list, tuple]:
+    """Split model arguments into arrays (traced under ``jit``) and the rest (static).
+
+    Returns ``(arrays, static)`` where ``static`` is hashable, so that a function jitted
+    with ``static`` as a static argument compiles once per structure and per value of
+    the non-array arguments (Python ints for sizes, strings, ...).
+    """
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    arrays, static_leaves = [], []
+    for leaf in leaves:
+        if isinstance(leaf, (np.ndarray, jax.Array)) or (
+            hasattr(leaf, "__array__") and not isinstance(leaf, (int, float, bool, complex))
+        ):
+            arrays.append(jnp.asarray(leaf))
+            static_leaves.append(_DYNAMIC)
+        else:
+            try:
+                hash(leaf)
+            except TypeError as error:
+                raise TypeError(
+                    f"model argument of type {type(leaf).__name__} is neither an array nor "
+                    "hashable; pass arrays, numbers or strings"
+                ) from error
+            static_leaves.append(leaf)
+    return arrays, (treedef, tuple(static_leaves))
+
+
+def join_arguments(arrays: list, static: tuple) -> tuple[tuple, dict]:
+    """Inverse of :func:`split_arguments`: ``(args, kwargs)``."""
+    treedef, static_leaves = static
+    remaining = iter(arrays)
+    leaves = [next(remaining) if leaf is _DYNAMIC else leaf for leaf in static_leaves]
+    return jax.tree_util.tree_unflatten(treedef, leaves)

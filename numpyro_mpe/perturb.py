@@ -17,6 +17,7 @@ exact posterior division: it equals the refit without ``M``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
@@ -27,7 +28,7 @@ from jax.typing import ArrayLike
 from numpyro_mpe.gaussian import is_dense, precision_solve
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.infer import check_positive_definite
-from numpyro_mpe.model import trace_model
+from numpyro_mpe.model import join_arguments, split_arguments, trace_model
 
 __all__ = ["perturb", "removal_weights"]
 
@@ -93,6 +94,13 @@ def perturb_mean_precision(
     return mean + precision_solve(new_precision, gradient), new_precision
 
 
+@partial(jax.jit, static_argnames=("model", "static", "plate"))
+def _perturb_core(mean, precision, eps, arrays, *, model, static, plate):
+    args, kwargs = join_arguments(arrays, static)
+    plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
+    return perturb_mean_precision(mean, precision, plate_model.log_lik, eps)
+
+
 def perturb(
     model: Callable,
     guide: AutoGaussian,
@@ -134,8 +142,9 @@ def perturb(
     plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
     eps = removal_weights(remove, plate_model.num_examples)
     mean, precision = guide.mean_precision(params)
-    new_mean, new_precision = jax.jit(perturb_mean_precision, static_argnums=2)(
-        mean, precision, plate_model.log_lik, eps
+    arrays, static = split_arguments(args, kwargs)
+    new_mean, new_precision = _perturb_core(
+        mean, precision, eps, arrays, model=model, static=static, plate=plate
     )
     check_positive_definite(new_precision, "perturb")
     return guide.params_from_mean_precision(new_mean, new_precision)

@@ -12,6 +12,9 @@ from conftest import logistic_model, shared_json
 from numpyro.infer import Predictive
 
 import numpyro_mpe as mpe
+from numpyro_mpe.infer import _blr_update
+from numpyro_mpe.loo import _loo_core
+from numpyro_mpe.perturb import _perturb_core
 
 
 @pytest.fixture
@@ -114,12 +117,38 @@ def test_blr_update_does_not_recompile(wells, x64):
     blr = mpe.BLR(logistic_model, guide, mpe.optim.newton())
     state = blr.init(jax.random.PRNGKey(0), X, y)
     state, _ = blr.update(state, X, y)
-    with jax.log_compiles():
-        compiles_before = blr._update._cache_size()
-        state, info = blr.update(state, X, y)
-        state, info = blr.update(state, X, y)
-    assert blr._update._cache_size() == compiles_before
+    compiled = _blr_update._cache_size()
+    state, info = blr.update(state, X, y)
+    state, info = blr.update(state, X, y * 1.0)
+    assert _blr_update._cache_size() == compiled
     assert np.isfinite(info.loss)
+
+
+def test_loo_and_perturb_compile_once(wells_fit):
+    X, y, guide, result = wells_fit
+    mpe.loo(logistic_model, guide, result.params, X, y)
+    mpe.perturb(logistic_model, guide, result.params, [1], X, y)
+    compiled = (_loo_core._cache_size(), _perturb_core._cache_size())
+    mpe.loo(logistic_model, guide, result.params, X, 1.0 - y)
+    mpe.perturb(logistic_model, guide, result.params, [2, 3], X, y)
+    assert (_loo_core._cache_size(), _perturb_core._cache_size()) == compiled
+
+
+def test_python_number_arguments_are_static(x64):
+    def model(n, scale, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0, scale))
+        with numpyro.plate("data", n):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = jnp.arange(5.0)
+    guide = mpe.AutoGaussian(model)
+    result = mpe.BLR(model, guide, mpe.optim.newton()).run(
+        jax.random.PRNGKey(0), 10, 5, 10.0, y, progress_bar=False
+    )
+    # Posterior of mu: precision 1/100 + 5, mean sum(y) / precision.
+    np.testing.assert_allclose(result.params["auto_precision"], [[5.01]], rtol=1e-12)
+    np.testing.assert_allclose(result.params["auto_loc"], [10.0 / 5.01], rtol=1e-12)
+    assert np.isfinite(mpe.loo(model, guide, result.params, 5, 10.0, y).elpd)
 
 
 def test_losses_decrease_and_early_stop(wells, x64):

@@ -11,7 +11,6 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 from conftest import shared_csv, shared_json
-from refit import refit_loo
 
 import numpyro_mpe as mpe
 
@@ -21,10 +20,7 @@ def fit_and_compare(model, *args, covariance="dense"):
     result = mpe.BLR(model, guide, mpe.optim.newton()).run(
         jax.random.PRNGKey(0), 50, *args, progress_bar=False
     )
-    plate_model = mpe.trace_model(model, *args)
-    exact = np.asarray(
-        refit_loo(plate_model, result.params["auto_loc"], covariance=covariance, steps=30)
-    )
+    exact = mpe.exact_loo(model, guide, result.params, *args, num_steps=30).elpd_i.values
     elpd = mpe.loo(model, guide, result.params, *args)
     error = np.abs(elpd.elpd_i.values - exact)
     print(
