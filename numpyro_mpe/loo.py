@@ -48,6 +48,7 @@ __all__ = ["loo"]
 _METHODS = ("cavity", "paper")
 _GAUSS_HERMITE_POINTS = {1: 20, 2: 12, 3: 8}
 _MONTE_CARLO_DRAWS = 2048
+_DIRECTIONS_PER_STEP = 8
 _MAX_HESSIAN_BYTES = 2 * 1024**3
 
 
@@ -71,18 +72,39 @@ def _log_predictive(predictor: Predictor, mean: jax.Array, cov: jax.Array) -> ja
         residual = predictor.observed - mean[:, 0]
         return -0.5 * (jnp.log(2 * jnp.pi * variance) + residual**2 / variance)
     nodes, log_weights = _standard_normal_rule(mean.shape[1], mean.dtype)
+    root = _covariance_root(cov)
+
+    def term(node, log_weight):
+        return predictor.log_lik(mean + jnp.einsum("nkl,l->nk", root, node)) + log_weight
+
+    # Memory O(N), not O(N x nodes): sum exp(term - shift) node by node, shifted by the
+    # log density at the mean; if some term overflows that shift, a running log-sum-exp
+    # (slower, exact) takes over.
+    shift = predictor.log_lik(mean)
+
+    def add(total, node_and_weight):
+        return total + jnp.exp(term(*node_and_weight) - shift), None
+
+    total, _ = jax.lax.scan(add, jnp.zeros_like(shift), (nodes, log_weights))
+    shifted = shift + jnp.log(total)
+
+    def running_logsumexp():
+        def accumulate(running, node_and_weight):
+            return jnp.logaddexp(running, term(*node_and_weight)), None
+
+        initial = jnp.full_like(shift, -jnp.inf)
+        return jax.lax.scan(accumulate, initial, (nodes, log_weights))[0]
+
+    return jax.lax.cond(jnp.all(jnp.isfinite(shifted)), lambda: shifted, running_logsumexp)
+
+
+def _covariance_root(cov: jax.Array) -> jax.Array:
+    """A square root ``R`` with ``R R^T = cov`` for ``(N, K, K)`` PSD matrices (singular
+    ones included), negative eigenvalues clipped to 0."""
+    if cov.shape[1] == 1:
+        return jnp.sqrt(jnp.clip(cov, 0.0))
     eigenvalues, eigenvectors = jnp.linalg.eigh(0.5 * (cov + jnp.swapaxes(cov, 1, 2)))
-    root = eigenvectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0))[:, None, :]
-
-    def accumulate(running, node_and_weight):
-        # Streaming log-sum-exp over the nodes: memory O(N), not O(N x nodes).
-        node, log_weight = node_and_weight
-        term = predictor.log_lik(mean + root @ node) + log_weight
-        return jnp.logaddexp(running, term), None
-
-    initial = jnp.full(mean.shape[0], -jnp.inf, mean.dtype)
-    total, _ = jax.lax.scan(accumulate, initial, (nodes, log_weights))
-    return total
+    return eigenvectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0))[:, None, :]
 
 
 def _likelihood_curvature(predictor: Predictor, f: jax.Array):
@@ -104,22 +126,40 @@ def _outer(column: jax.Array) -> jax.Array:
     return column[:, :, None] * column[:, None, :]
 
 
+def _direction_chunks(directions: jax.Array, chunk: int) -> jax.Array:
+    """``(P, P)`` rows -> ``(ceil(P / chunk), chunk, P)``, padded with zero directions."""
+    size = directions.shape[0]
+    padded = -(-size // chunk) * chunk
+    directions = jnp.pad(directions, ((0, padded - size), (0, 0)))
+    return directions.reshape(padded // chunk, chunk, directions.shape[1])
+
+
 def _prediction_space_covariances(predictor_fn: Callable, mean, precision, lam):
     """Full-data ``V_i``, cavity ``V_i^{\\i}`` (both ``(N, K, K)``) and reliability ``(N,)``.
 
-    Streams over the ``P`` directions of ``theta`` with one Jacobian-vector product
-    each, so memory is ``O(N K^2)``: the ``(N, K, P)`` Jacobian is never formed.
+    Streams over the ``P`` directions of ``theta``, ``_DIRECTIONS_PER_STEP`` Jacobian-vector
+    products at a time, so memory is ``O(N K^2)``: the ``(N, K, P)`` Jacobian is never
+    formed.
     """
     f, jvp = jax.linearize(predictor_fn, mean)
+    columns_of = jax.vmap(jvp)
     zeros = jnp.zeros(f.shape + f.shape[1:], f.dtype)
+    chunk = min(_DIRECTIONS_PER_STEP, mean.shape[0])
     if is_dense(precision):
         # V = (J L^-T)(J L^-T)^T with S = L L^T; the rows of L^-1 are the directions.
         whitening = jax.scipy.linalg.solve_triangular(
             jnp.linalg.cholesky(precision), jnp.eye(mean.shape[0], dtype=mean.dtype), lower=True
         )
-        v, _ = jax.lax.scan(lambda acc, d: (acc + _outer(jvp(d)), None), zeros, whitening)
-        eigenvalues, eigenvectors = jnp.linalg.eigh(v)
-        root = eigenvectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0))[:, None, :]
+
+        def accumulate_dense(acc, directions):
+            columns = columns_of(directions)  # (chunk, N, K)
+            return acc + jnp.einsum("cnk,cnl->nkl", columns, columns), None
+
+        v, _ = jax.lax.scan(accumulate_dense, zeros, _direction_chunks(whitening, chunk))
+        if f.shape[1] == 1:
+            reliability = lam[:, 0, 0] * v[:, 0, 0]
+            return v, v / (1.0 - reliability)[:, None, None], reliability
+        root = _covariance_root(v)
         reliability = jnp.linalg.eigvalsh(jnp.swapaxes(root, 1, 2) @ lam @ root)[:, -1]
         # V (I - Lambda V)^-1, written as a solve against the transpose.
         eye = jnp.eye(f.shape[1], dtype=f.dtype)
@@ -129,20 +169,25 @@ def _prediction_space_covariances(predictor_fn: Callable, mean, precision, lam):
         )
         return v, cavity, reliability
 
-    def accumulate(carry, inputs):
+    def accumulate_diag(carry, inputs):
         v, cavity, reliability = carry
-        direction, site_precision = inputs
-        column = jvp(direction)  # J e_p, (N, K)
-        removed = jnp.einsum("nk,nkl,nl->n", column, lam, column)
-        outer = _outer(column)
-        v = v + outer / site_precision
-        cavity = cavity + outer / (site_precision - removed)[:, None, None]
-        reliability = jnp.maximum(reliability, removed / site_precision)
+        directions, site_precision = inputs  # (chunk, P), (chunk,)
+        columns = columns_of(directions)  # J e_p, (chunk, N, K)
+        removed = jnp.einsum("cnk,nkl,cnl->cn", columns, lam, columns)
+        outer = jnp.einsum("cnk,cnl->cnkl", columns, columns)
+        # Padded directions have a zero column; their unit precision adds nothing.
+        v = v + jnp.einsum("cnkl,c->nkl", outer, 1.0 / site_precision)
+        cavity = cavity + jnp.sum(outer / (site_precision[:, None] - removed)[..., None, None], 0)
+        reliability = jnp.maximum(reliability, jnp.max(removed / site_precision[:, None], 0))
         return (v, cavity, reliability), None
 
     eye = jnp.eye(mean.shape[0], dtype=mean.dtype)
+    padded_precision = _direction_chunks(precision[:, None], chunk)[..., 0]
+    padded_precision = jnp.where(padded_precision == 0, 1.0, padded_precision)
     initial = (zeros, zeros, jnp.zeros(f.shape[0], f.dtype))
-    (v, cavity, reliability), _ = jax.lax.scan(accumulate, initial, (eye, precision))
+    (v, cavity, reliability), _ = jax.lax.scan(
+        accumulate_diag, initial, (_direction_chunks(eye, chunk), padded_precision)
+    )
     return v, cavity, reliability
 
 

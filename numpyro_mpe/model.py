@@ -168,7 +168,13 @@ def _check_finite_arguments(args: tuple, kwargs: dict) -> None:
                 )
 
 
-def _trace(model: Callable, args: tuple, kwargs: dict, unconstrained: dict | None):
+def _trace(
+    model: Callable,
+    args: tuple,
+    kwargs: dict,
+    unconstrained: dict | None,
+    recorder: _SiteRecorder | None = None,
+):
     if unconstrained is None:
         # As numpyro's initialize_model: latents at their prior median, falling back to
         # a uniform draw for priors that cannot be sampled (ImproperUniform).
@@ -183,14 +189,16 @@ def _trace(model: Callable, args: tuple, kwargs: dict, unconstrained: dict | Non
     # block: the model's sites must not reach handlers of an enclosing numpyro context
     # (for example when a log joint built here is used inside another model).
     with handlers.block():
-        return handlers.trace(traced).get_trace(*args, **kwargs)
+        if recorder is None:
+            return handlers.trace(traced).get_trace(*args, **kwargs)
+        with recorder:
+            return handlers.trace(traced).get_trace(*args, **kwargs)
 
 
 def _prototype_trace(model: Callable, args: tuple, kwargs: dict) -> dict:
     recorder = _SiteRecorder()
     try:
-        with recorder:
-            return _trace(model, args, kwargs, None)
+        return _trace(model, args, kwargs, None, recorder)
     except ModelError:
         raise
     except Exception as error:
