@@ -356,11 +356,19 @@ def _build_predictor(
         # A parameter is part of the predictor when it moves with theta; checked at the
         # initial point and at a random one so an accidental zero derivative does not
         # hide it.
-        probe = theta0 + jax.random.normal(jax.random.PRNGKey(0), theta0.shape)
+        # One Jacobian-vector product in a random direction per point: nonzero (almost
+        # surely) exactly when the parameter depends on theta.
+        key_point, key_direction = jax.random.split(jax.random.PRNGKey(0))
+        probe = theta0 + jax.random.normal(key_point, theta0.shape)
+        direction = jax.random.normal(key_direction, theta0.shape)
         dependent = set()
         for point in (theta0, probe):
-            jac = jax.jacfwd(parameter_values)(point)
-            dependent |= {name for name, j in jac.items() if bool(jnp.any(j != 0))}
+            _, tangents = jax.jvp(parameter_values, (point,), (direction,))
+            dependent |= {
+                name
+                for name, t in tangents.items()
+                if t.dtype != jax.dtypes.float0 and bool(jnp.any(t != 0))
+            }
         names = tuple(name for name, _ in parameters if name in dependent)
         if not names:
             return None
