@@ -15,6 +15,13 @@ from numpyro_mpe.infer import BLR, BLRRunResult, BLRState, NotPositiveDefiniteEr
 from numpyro_mpe.loo import loo
 from numpyro_mpe.model import ModelError, PlateModel, Predictor, trace_model
 from numpyro_mpe.perturb import perturb, removal_weights
+from numpyro_mpe.psis import (
+    ELPDDataPSIS,
+    ParetoKWarning,
+    approximate_posterior_loo,
+    psis_loo,
+    relative_eff,
+)
 
 __all__ = [
     "BLR",
@@ -22,16 +29,21 @@ __all__ = [
     "BLRRunResult",
     "BLRState",
     "ELPDDataMPE",
+    "ELPDDataPSIS",
     "ELPDDataRefit",
     "ModelError",
     "NotPositiveDefiniteError",
+    "ParetoKWarning",
     "PlateModel",
     "Predictor",
     "ReliabilityWarning",
+    "approximate_posterior_loo",
     "exact_loo",
     "loo",
     "optim",
     "perturb",
+    "psis_loo",
+    "relative_eff",
     "removal_weights",
     "trace_model",
 ]
