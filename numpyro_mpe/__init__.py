@@ -9,6 +9,7 @@ examples, :func:`loo` the Bayesian leave-one-out predictive densities as an Arvi
 
 from numpyro_mpe import optim
 from numpyro_mpe.arviz import ELPDDataMPE, ELPDDataRefit, ReliabilityWarning
+from numpyro_mpe.compare import compare_loo, plot_loo_comparison
 from numpyro_mpe.exact import exact_loo
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.infer import BLR, BLRRunResult, BLRState, NotPositiveDefiniteError
@@ -38,10 +39,12 @@ __all__ = [
     "Predictor",
     "ReliabilityWarning",
     "approximate_posterior_loo",
+    "compare_loo",
     "exact_loo",
     "loo",
     "optim",
     "perturb",
+    "plot_loo_comparison",
     "psis_loo",
     "relative_eff",
     "removal_weights",

@@ -10,6 +10,8 @@ import numpy as np
 import xarray as xr
 from arviz_stats.utils import ELPDDataLOO
 
+from numpyro_mpe.psis import ParetoKWarning
+
 __all__ = [
     "ELPDDataMPE",
     "ELPDDataRefit",
@@ -42,6 +44,14 @@ class ELPDDataMPE(ELPDDataLOO):
         ``"cavity"``, ``"paper"`` or ``"laplace"`` (the parameter-space form).
     covariance : str
         ``"dense"`` or ``"diag"``: the Gaussian family used.
+    importance_pareto_k : DataArray
+        ``method="is"``: Pareto k of each importance-sampled example (coordinate: the
+        example indices); None otherwise.
+    importance_mpe_proposal : DataArray
+        ``method="is"``: True where the MPE posterior was the proposal (False: the
+        full-data Gaussian, the MPE precision not being positive definite).
+    importance_good_k : float
+        The Pareto k threshold for those draws, ``min(1 - 1 / log10(S), 0.7)``.
     """
 
     _display_kind: ClassVar[str] = "loo_mpe"
@@ -51,6 +61,9 @@ class ELPDDataMPE(ELPDDataLOO):
     lppd_i: xr.DataArray = None
     method: str = "cavity"
     covariance: str = "dense"
+    importance_pareto_k: xr.DataArray = None
+    importance_mpe_proposal: xr.DataArray = None
+    importance_good_k: float | None = None
 
     def _header(self):
         return (
@@ -65,6 +78,13 @@ class ELPDDataMPE(ELPDDataLOO):
             f"\nReliability value Lambda_i V_i: max {values.max():.3g}; "
             f"{poor} of {values.size} above {self.reliability_threshold}."
         )
+        if self.importance_pareto_k is not None:
+            k = np.asarray(self.importance_pareto_k)
+            line += (
+                f"\nMPE-IS on {k.size} examples: max Pareto k {k.max():.2f}; "
+                f"{int(np.sum(~(k <= self.importance_good_k)))} above "
+                f"{self.importance_good_k:.2f}."
+            )
         return line
 
 
@@ -157,14 +177,42 @@ def make_elpd_data(
     threshold: float,
     method: str,
     covariance: str,
+    importance: tuple | None = None,
 ) -> ELPDDataMPE:
-    """Build an :class:`ELPDDataMPE` from pointwise arrays ``(N,)``, warning on poor ones."""
+    """Build an :class:`ELPDDataMPE` from pointwise arrays ``(N,)``, warning on poor ones.
+
+    ``importance`` is ``(indices, ImportanceLOO, num_samples)`` for ``method="is"``: those
+    examples' reliability no longer counts as poor; their Pareto k does.
+    """
     elpd_i = np.asarray(elpd_i, dtype=float)
     lppd_i = np.asarray(lppd_i, dtype=float)
     reliability = np.asarray(reliability, dtype=float)
     _check_finite(elpd_i=elpd_i, lppd_i=lppd_i, reliability=reliability)
     n = elpd_i.size
-    poor = int(np.sum(reliability > threshold))
+    corrected = np.zeros(n, bool)
+    extra = {}
+    if importance is not None:
+        indices, result, num_samples = importance
+        corrected[indices] = True
+        pareto_k = np.asarray(result.pareto_k, dtype=float)
+        good_k = min(1 - 1 / np.log10(num_samples), 0.7)
+        extra = {
+            "importance_pareto_k": _pointwise(pareto_k, dim, "pareto_k", indices),
+            "importance_mpe_proposal": _pointwise(
+                np.asarray(result.mpe_proposal), dim, "mpe_proposal", indices
+            ),
+            "importance_good_k": good_k,
+        }
+        high = int(np.sum(~(pareto_k <= good_k)))
+        if high:
+            warnings.warn(
+                f"MPE-IS: {high} of {len(indices)} importance-sampled examples have Pareto k "
+                f"above {good_k:.2f} (or not estimable): even the MPE proposal is not close "
+                "enough to their leave-one-out posterior; refit them (exact_loo)",
+                ParetoKWarning,
+                stacklevel=3,
+            )
+    poor = int(np.sum((reliability > threshold) & ~corrected))
     if poor:
         warnings.warn(
             f"{poor} of {n} examples have a reliability value above {threshold}: the "
@@ -181,6 +229,7 @@ def make_elpd_data(
         elpd_i=_pointwise(elpd_i, dim, "elpd_i"),
         lppd_i=_pointwise(lppd_i, dim, "lppd_i"),
         reliability=_pointwise(reliability, dim, "reliability"),
+        **extra,
         reliability_threshold=threshold,
         method=method,
         covariance=covariance,

@@ -37,15 +37,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from numpyro_mpe.arviz import ELPDDataMPE, make_elpd_data
 from numpyro_mpe.gaussian import is_dense
 from numpyro_mpe.guide import AutoGaussian
+from numpyro_mpe.importance import importance_loo
 from numpyro_mpe.model import Predictor, join_arguments, split_arguments, trace_model
 
 __all__ = ["loo"]
 
-_METHODS = ("cavity", "paper")
+_METHODS = ("cavity", "paper", "is")
 _GAUSS_HERMITE_POINTS = {1: 20, 2: 12, 3: 8}
 _MONTE_CARLO_DRAWS = 2048
 _DIRECTIONS_PER_STEP = 8
@@ -267,6 +269,9 @@ def loo(
     method: str = "cavity",
     plate: str | None = None,
     reliability_threshold: float = 0.7,
+    importance: str | ArrayLike = "poor",
+    num_samples: int = 1000,
+    seed: int = 0,
     **kwargs: Any,
 ) -> ELPDDataMPE:
     """Bayesian leave-one-out predictive densities ``log p(y_i | y_-i)`` by MPE.
@@ -281,14 +286,24 @@ def loo(
         Guide params (from :meth:`BLR.run`, :func:`perturb`, or any iteration).
     *args, **kwargs
         The model's arguments.
-    method : {"cavity", "paper"}
+    method : {"cavity", "paper", "is"}
         ``"cavity"``: leave-one-out covariance ``V_i (I - Lambda_i V_i)^-1`` in prediction
         space; ``"paper"``: the plug-in ``f_i + V_i e_i`` with the full-data ``V_i``.
-        Without a predictor both use the parameter-space (Laplace) form.
+        Without a predictor both use the parameter-space (Laplace) form. ``"is"``: the
+        cavity form, then MPE-IS (:mod:`numpyro_mpe.importance`) on the examples chosen
+        by ``importance``: the MPE posterior without the example is the proposal of a
+        Pareto-smoothed importance sampler for the exact leave-one-out posterior.
     plate : str, optional
         The plate of examples.
     reliability_threshold : float
         Examples whose reliability value exceeds it are counted and warned about.
+    importance : {"poor", "all"} or array of int
+        For ``method="is"``: the examples above ``reliability_threshold`` (default), all
+        examples, or these indices.
+    num_samples : int
+        For ``method="is"``: importance draws per example.
+    seed : int
+        For ``method="is"``: seed of the draws.
 
     Returns
     -------
@@ -318,6 +333,9 @@ def loo(
                 f"({plate_model.num_examples} x {plate_model.num_latents}^2); give the "
                 "observation a single distribution with a predictor"
             )
+    selected = None
+    if method == "is":
+        selected = _importance_indices(importance, reliability_threshold, None, plate_model)
     arrays, static = split_arguments(args, kwargs)
     elpd, lppd, reliability = _loo_core(
         mean,
@@ -327,9 +345,17 @@ def loo(
         static=static,
         plate=plate,
         names=names,
-        method=method,
+        method="cavity" if method == "is" else method,
     )
-    used = "laplace" if names is None else method
+    used = "laplace" if names is None and method != "is" else method
+    importance_result = None
+    if method == "is":
+        selected = _importance_indices(importance, reliability_threshold, reliability, plate_model)
+        if selected.size:
+            importance_result = importance_loo(
+                plate_model, mean, precision, selected, num_samples=num_samples, seed=seed
+            )
+            elpd = jnp.asarray(elpd).at[selected].set(importance_result.elpd)
     return make_elpd_data(
         elpd,
         lppd,
@@ -338,4 +364,28 @@ def loo(
         threshold=reliability_threshold,
         method=used,
         covariance=guide.covariance,
+        importance=None
+        if importance_result is None
+        else (selected, importance_result, num_samples),
     )
+
+
+def _importance_indices(importance, threshold, reliability, plate_model) -> np.ndarray:
+    """Indices for MPE-IS; checks the argument (before any work when ``reliability`` is
+    None) and selects (after the cavity pass)."""
+    n = plate_model.num_examples
+    if isinstance(importance, str):
+        if importance not in ("poor", "all"):
+            raise ValueError(f"importance must be 'poor', 'all' or indices, got {importance!r}")
+        if importance == "all":
+            return np.arange(n)
+        if reliability is None:
+            return np.zeros(0, int)
+        return np.flatnonzero(np.asarray(reliability) > threshold)
+    indices = np.atleast_1d(np.asarray(importance))
+    if not np.issubdtype(indices.dtype, np.integer) or indices.ndim != 1:
+        raise ValueError(f"importance indices must be a 1-d integer array, got {indices.dtype}")
+    bad = (indices < 0) | (indices >= n)
+    if bad.any():
+        raise ValueError(f"importance index {indices[bad][0]} is out of range for {n} examples")
+    return indices

@@ -178,6 +178,12 @@ def _tail_lengths(r_eff: np.ndarray, n_samples: int) -> np.ndarray:
     return np.ceil(np.minimum(0.2 * n_samples, 3.0 * np.sqrt(n_samples / r_eff))).astype(np.int32)
 
 
+def _tail_buffers(tail_len: np.ndarray, n_samples: int) -> tuple[int, int]:
+    """Static ``(tail_cap, capacity)`` of the block kernel for these tail lengths."""
+    tail_cap = min(-(-int(tail_len.max()) // _TAIL_ROUND) * _TAIL_ROUND, n_samples - 1)
+    return tail_cap, min(n_samples, tail_cap + 1 + max(8, (tail_cap + 1) // 2))
+
+
 def _prepare_r_eff(r_eff, n_obs: int) -> np.ndarray:
     """Scalar or ``(N,)`` r_eff as float64 ``(N,)``; NaN entries become 1 (as R)."""
     values = np.asarray(r_eff.values if isinstance(r_eff, xr.DataArray) else r_eff, float)
@@ -207,8 +213,7 @@ def _run_psis(
     n_samples, n_obs = matrix.shape
     dtype = _compute_dtype(matrix)
     tail_len = _tail_lengths(r_eff, n_samples)
-    tail_cap = min(-(-int(tail_len.max()) // _TAIL_ROUND) * _TAIL_ROUND, n_samples - 1)
-    capacity = min(n_samples, tail_cap + 1 + max(8, (tail_cap + 1) // 2))
+    tail_cap, capacity = _tail_buffers(tail_len, n_samples)
     block = min(chunk_size or _default_block(n_samples), n_obs)
     if block < 1:
         raise ValueError(f"chunk_size must be positive; got {chunk_size}.")

@@ -245,15 +245,19 @@ def _loo_block(
     Parameters
     ----------
     log_lik : Array ``(S, B)``
-    log_correction : Array ``(S,)``
-        Added to every observation's log ratios ``-log_lik`` (``log p - log q`` for an
-        approximate posterior, zeros otherwise).
+    log_correction : Array ``(S,)`` or ``(S, B)``
+        Added to the log ratios ``-log_lik`` (``log p - log q`` for an approximate
+        posterior, zeros otherwise): one value per draw shared by all observations, or
+        one per draw and observation when each observation has its own proposal.
     tail_len : Array ``(B,)`` of int32
     r_eff : Array ``(B,)``
     """
     n_draws = log_lik.shape[0]
     log_weights, pareto_k = _psis_columns(
-        log_correction[:, None] - log_lik, tail_len, tail_cap=tail_cap, capacity=capacity
+        (log_correction if log_correction.ndim == 2 else log_correction[:, None]) - log_lik,
+        tail_len,
+        tail_cap=tail_cap,
+        capacity=capacity,
     )
     weights = jnp.exp(log_weights)  # log_weights <= 0 with maximum 0
     weight_sum = jnp.sum(weights, axis=0)
