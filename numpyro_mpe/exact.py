@@ -41,10 +41,17 @@ def _laplace_refit(plate_model, optimizer, mean, covariance, num_steps, index):
     def loss(theta):
         return -plate_model.log_joint(theta, weights)
 
-    def step(state, _):
-        return optimizer.update(state, loss)[0], None
+    def keep_going(carry):
+        _, converged, steps = carry
+        return ~converged & (steps < num_steps)
 
-    state, _ = jax.lax.scan(step, optimizer.init(mean, loss), None, length=num_steps)
+    def step(carry):
+        state, _, steps = carry
+        state, info = optimizer.update(state, loss)
+        return state, info.converged, steps + 1
+
+    initial = (optimizer.init(mean, loss), jnp.array(False), 0)
+    state, _, _ = jax.lax.while_loop(keep_going, step, initial)
     return optimizer.mean_precision(state, covariance)
 
 
@@ -171,8 +178,9 @@ def exact_loo(
     *args, **kwargs
         The model's arguments.
     method : {"laplace", "nuts"}
-        Gaussian refits of the guide's family (Newton, ``num_steps`` steps from the full
-        fit), or NUTS refits (``num_warmup`` + ``num_samples`` draws each; small ``N``).
+        Gaussian refits of the guide's family (Newton from the full fit until it
+        converges, at most ``num_steps`` steps), or NUTS refits (``num_warmup`` +
+        ``num_samples`` draws each; small ``N``).
     indices : array_like of int, optional
         Refit only these examples (a subsample); all by default.
     optimizer : NaturalGradientOptimizer, optional
