@@ -333,9 +333,8 @@ def loo(
                 f"({plate_model.num_examples} x {plate_model.num_latents}^2); give the "
                 "observation a single distribution with a predictor"
             )
-    selected = None
-    if method == "is":
-        selected = _importance_indices(importance, reliability_threshold, None, plate_model)
+    if method == "is":  # check the argument before any work
+        _importance_indices(importance, reliability_threshold, None, plate_model)
     arrays, static = split_arguments(args, kwargs)
     elpd, lppd, reliability = _loo_core(
         mean,
