@@ -41,9 +41,10 @@ import warnings
 
 import numpy as np
 
-METHODS = ("psis_loo", "psis_loo_reff", "arviz")
+METHODS = ("psis_loo", "psis_loo_no_weights", "psis_loo_reff", "arviz")
 LABELS = {
     "psis_loo": "numpyro_mpe `psis_loo` (r_eff=1)",
+    "psis_loo_no_weights": "numpyro_mpe `psis_loo` (r_eff=1, return_log_weights=False)",
     "psis_loo_reff": "numpyro_mpe `psis_loo` (r_eff=relative_eff, per obs)",
     "arviz": "arviz_stats `loo` (reff=1)",
 }
@@ -116,10 +117,11 @@ def worker(method: str, n_obs: int, n_chains: int, n_draws: int, repeats: int) -
         jax.config.update("jax_enable_x64", True)
         from numpyro_mpe.psis import psis_loo
 
-        r_eff = 1.0 if method == "psis_loo" else None
+        r_eff = None if method == "psis_loo_reff" else 1.0
+        keep_weights = method != "psis_loo_no_weights"
 
         def run(log_lik):
-            return psis_loo(log_lik, r_eff=r_eff)
+            return psis_loo(log_lik, r_eff=r_eff, return_log_weights=keep_weights)
 
     rss_imports = _max_rss_mb()
     log_lik = make_log_lik(n_obs, n_chains, n_draws)
