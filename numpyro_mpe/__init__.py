@@ -14,6 +14,7 @@ from numpyro_mpe.exact import exact_loo
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.infer import BLR, BLRRunResult, BLRState, NotPositiveDefiniteError
 from numpyro_mpe.loo import loo
+from numpyro_mpe.mcmc import MCMCLooResult, mcmc_loo
 from numpyro_mpe.model import ModelError, PlateModel, Predictor, trace_model
 from numpyro_mpe.perturb import perturb, removal_weights
 from numpyro_mpe.psis import (
@@ -32,6 +33,7 @@ __all__ = [
     "ELPDDataMPE",
     "ELPDDataPSIS",
     "ELPDDataRefit",
+    "MCMCLooResult",
     "ModelError",
     "NotPositiveDefiniteError",
     "ParetoKWarning",
@@ -42,6 +44,7 @@ __all__ = [
     "compare_loo",
     "exact_loo",
     "loo",
+    "mcmc_loo",
     "optim",
     "perturb",
     "plot_loo_comparison",
