@@ -58,3 +58,28 @@ def linear_model(X, y=None, sigma=18.0, prior_scale=10.0):
     beta = numpyro.sample("beta", dist.Normal(0, prior_scale).expand([X.shape[1]]).to_event(1))
     with numpyro.plate("data", X.shape[0]):
         numpyro.sample("y", dist.Normal(X @ beta, sigma), obs=y)
+
+
+def laplace_fit(model, *args, covariance="dense", num_steps=50, **kwargs):
+    """``(guide, BLR result)`` of a Newton (Laplace) fit, no progress bar."""
+    import numpyro_mpe as mpe
+
+    guide = mpe.AutoGaussian(model, covariance=covariance)
+    result = mpe.BLR(model, guide, mpe.optim.newton()).run(
+        jax.random.PRNGKey(0), num_steps, *args, progress_bar=False, **kwargs
+    )
+    return guide, result
+
+
+@pytest.fixture
+def kidiq_fit(kidiq, x64):
+    """Conjugate linear regression on kidiq: ``(X, y, guide, result)``."""
+    X, y = kidiq
+    return (X, y, *laplace_fit(linear_model, X, y))
+
+
+@pytest.fixture
+def wells_fit(wells, x64):
+    """Logistic regression on wells: ``(X, y, guide, result)``."""
+    X, y = wells
+    return (X, y, *laplace_fit(logistic_model, X, y))

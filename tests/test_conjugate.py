@@ -33,16 +33,6 @@ def closed_form_loo(X, y):
     return out
 
 
-@pytest.fixture
-def kidiq_fit(kidiq, x64):
-    X, y = kidiq
-    guide = mpe.AutoGaussian(linear_model)
-    result = mpe.BLR(linear_model, guide, mpe.optim.newton()).run(
-        jax.random.PRNGKey(0), 10, X, y, progress_bar=False
-    )
-    return X, y, guide, result
-
-
 def test_newton_is_exact_in_one_step(kidiq_fit):
     X, y, guide, result = kidiq_fit
     mean, precision = closed_form_posterior(X, y)

@@ -13,16 +13,6 @@ from test_conjugate import closed_form_loo, eight_schools_centered, eight_school
 import numpyro_mpe as mpe
 
 
-@pytest.fixture
-def kidiq_fit(kidiq, x64):
-    X, y = kidiq
-    guide = mpe.AutoGaussian(linear_model)
-    result = mpe.BLR(linear_model, guide, mpe.optim.newton()).run(
-        jax.random.PRNGKey(0), 10, X, y, progress_bar=False
-    )
-    return X, y, guide, result
-
-
 def test_laplace_refits_equal_closed_form(kidiq_fit):
     X, y, guide, result = kidiq_fit
     refits = mpe.exact_loo(linear_model, guide, result.params, X, y)

@@ -17,16 +17,6 @@ from numpyro_mpe.loo import _loo_core
 from numpyro_mpe.perturb import _perturb_core
 
 
-@pytest.fixture
-def wells_fit(wells, x64):
-    X, y = wells
-    guide = mpe.AutoGaussian(logistic_model)
-    result = mpe.BLR(logistic_model, guide, mpe.optim.newton()).run(
-        jax.random.PRNGKey(0), 30, X, y, progress_bar=False
-    )
-    return X, y, guide, result
-
-
 def test_predictive_reproduces_mean_and_covariance(wells_fit):
     X, _, guide, result = wells_fit
     num_samples = 20_000

@@ -26,6 +26,7 @@ def refit_loo(X, y, mean, steps=8):
     """Laplace refit without each example (Newton from the full fit), then its
     Gauss-Hermite predictive of the left-out y_i; vectorised over examples."""
     nodes, weights = np.polynomial.hermite.hermgauss(40)
+    X, y = jnp.asarray(X), jnp.asarray(y)
 
     def refit(i):
         keep = jnp.ones(y.shape[0]).at[i].set(0.0)
@@ -44,16 +45,6 @@ def refit_loo(X, y, mean, steps=8):
         return jax.scipy.special.logsumexp(log_lik, b=weights / np.sqrt(np.pi))
 
     return jax.jit(jax.vmap(refit))(jnp.arange(y.shape[0]))
-
-
-@pytest.fixture
-def wells_fit(wells, x64):
-    X, y = wells
-    guide = mpe.AutoGaussian(logistic_model)
-    result = mpe.BLR(logistic_model, guide, mpe.optim.newton()).run(
-        jax.random.PRNGKey(0), 30, X, y, progress_bar=False
-    )
-    return jnp.asarray(X), jnp.asarray(y), guide, result
 
 
 @pytest.mark.slow
