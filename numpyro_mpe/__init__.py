@@ -16,6 +16,7 @@ from numpyro_mpe.infer import BLR, BLRRunResult, BLRState, NotPositiveDefiniteEr
 from numpyro_mpe.loo import loo
 from numpyro_mpe.mcmc import MCMCLooResult, mcmc_loo
 from numpyro_mpe.model import ModelError, PlateModel, Predictor, trace_model
+from numpyro_mpe.optax_posterior import posterior_from_svi
 from numpyro_mpe.perturb import perturb, removal_weights
 from numpyro_mpe.psis import (
     ELPDDataPSIS,
@@ -48,6 +49,7 @@ __all__ = [
     "optim",
     "perturb",
     "plot_loo_comparison",
+    "posterior_from_svi",
     "psis_loo",
     "relative_eff",
     "removal_weights",

@@ -21,6 +21,9 @@ __all__ = [
 ]
 
 
+_MAX_IMPORTANCE_MCSE = 0.5
+
+
 class ReliabilityWarning(UserWarning):
     """Some examples have a reliability value above the threshold (see :func:`loo`)."""
 
@@ -52,6 +55,10 @@ class ELPDDataMPE(ELPDDataLOO):
         full-data Gaussian, the MPE precision not being positive definite).
     importance_good_k : float
         The Pareto k threshold for those draws, ``min(1 - 1 / log10(S), 0.7)``.
+    importance_mcse : float
+        Monte Carlo standard error of the sum of the importance-sampled ``elpd_i``
+        (independent per-example errors in quadrature, plus the shared evidence's error
+        once per example).
     """
 
     _display_kind: ClassVar[str] = "loo_mpe"
@@ -64,6 +71,7 @@ class ELPDDataMPE(ELPDDataLOO):
     importance_pareto_k: xr.DataArray = None
     importance_mpe_proposal: xr.DataArray = None
     importance_good_k: float | None = None
+    importance_mcse: float | None = None
 
     def _header(self):
         return (
@@ -83,7 +91,8 @@ class ELPDDataMPE(ELPDDataLOO):
             line += (
                 f"\nMPE-IS on {k.size} examples: max Pareto k {k.max():.2f}; "
                 f"{int(np.sum(~(k <= self.importance_good_k)))} above "
-                f"{self.importance_good_k:.2f}."
+                f"{self.importance_good_k:.2f}; Monte Carlo SE of their sum "
+                f"{self.importance_mcse:.3f}."
             )
         return line
 
@@ -196,13 +205,24 @@ def make_elpd_data(
         corrected[indices] = True
         pareto_k = np.asarray(result.pareto_k, dtype=float)
         good_k = min(1 - 1 / np.log10(num_samples), 0.7)
+        mcse = np.asarray(result.mcse, dtype=float)
+        total_mcse = float(np.sqrt(np.sum(mcse**2)) + len(indices) * float(result.shared_mcse))
         extra = {
             "importance_pareto_k": _pointwise(pareto_k, dim, "pareto_k", indices),
+            "importance_mcse": total_mcse,
             "importance_mpe_proposal": _pointwise(
                 np.asarray(result.mpe_proposal), dim, "mpe_proposal", indices
             ),
             "importance_good_k": good_k,
         }
+        if total_mcse > _MAX_IMPORTANCE_MCSE:
+            warnings.warn(
+                f"MPE-IS: the Monte Carlo standard error of the {len(indices)} "
+                f"importance-sampled elpd_i, summed, is {total_mcse:.2f} nats; use it on "
+                "the flagged examples only, or raise num_samples",
+                ReliabilityWarning,
+                stacklevel=3,
+            )
         high = int(np.sum(~(pareto_k <= good_k)))
         if high:
             warnings.warn(

@@ -39,6 +39,7 @@ __all__ = ["ImportanceLOO", "importance_loo"]
 
 _MAX_BATCH_VALUES = 2**24  # draws x examples x batch held at once
 _EXACT_SPREAD = 1e-6
+_MIN_EVIDENCE_DRAWS = 16_000
 
 
 class ImportanceLOO(NamedTuple):
@@ -51,7 +52,11 @@ class ImportanceLOO(NamedTuple):
     pareto_k : jax.Array, shape (M,)
         Pareto shape of each example's importance ratios.
     mcse : jax.Array, shape (M,)
-        Monte Carlo standard error of ``elpd``.
+        Monte Carlo standard error of each ``log Z_-i`` (independent across examples).
+    shared_mcse : jax.Array, shape ()
+        Monte Carlo standard error of ``log Z``, shared by every example: over ``M``
+        examples it adds ``M * shared_mcse`` to the error of their sum, so the standard
+        error of ``sum_i elpd_i`` is ``sqrt(sum_i mcse_i^2) + M * shared_mcse``.
     mpe_proposal : jax.Array, shape (M,)
         True where ``q^{\\i}`` was the proposal, False where the full-data Gaussian was
         (``S^{\\i}`` not positive definite).
@@ -60,6 +65,7 @@ class ImportanceLOO(NamedTuple):
     elpd: jax.Array
     pareto_k: jax.Array
     mcse: jax.Array
+    shared_mcse: jax.Array
     mpe_proposal: jax.Array
 
 
@@ -131,8 +137,8 @@ def importance_loo(
         The fitted Gaussian, ``(P,)`` and ``(P, P)`` or ``(P,)``.
     indices : numpy.ndarray of int, shape (M,)
     num_samples : int
-        Draws per example (common random numbers across examples), and four times as
-        many for the shared ``Z``.
+        Draws per example (independent across examples), and ``max(16000, 4 *
+        num_samples)`` for the shared ``Z``.
     seed : int
 
     Returns
@@ -142,8 +148,7 @@ def importance_loo(
     indices = np.asarray(indices)
     key_full, key_loo = jax.random.split(jax.random.PRNGKey(seed))
     dim = mean.shape[0]
-    standard_normal = jax.random.normal(key_loo, (num_samples, dim), mean.dtype)
-    full_draws = 4 * num_samples
+    full_draws = max(_MIN_EVIDENCE_DRAWS, 4 * num_samples)
     batch = max(
         1, min(len(indices), _MAX_BATCH_VALUES // (num_samples * plate_model.num_examples))
     )
@@ -164,6 +169,11 @@ def importance_loo(
     def loo_log_ratios(index):
         eps = jnp.zeros(plate_model.num_examples, mean.dtype).at[index].set(1.0)
         loo_mean, loo_precision = perturb_mean_precision(mean, precision, plate_model.log_lik, eps)
+        # Independent draws per example: their Monte Carlo errors add in quadrature
+        # over examples, not linearly as common random numbers would.
+        standard_normal = jax.random.normal(
+            jax.random.fold_in(key_loo, index), (num_samples, dim), mean.dtype
+        )
         theta, log_q, valid = _draws(loo_mean, loo_precision, mean, precision, standard_normal)
         log_joint, log_lik = log_joint_terms(theta)
         return log_joint - log_lik[:, index] - log_q, valid
@@ -178,6 +188,7 @@ def importance_loo(
     return ImportanceLOO(
         elpd=log_z[0] - log_z_loo,
         pareto_k=jnp.maximum(k_full[0], k_loo),
-        mcse=jnp.sqrt(mcse_full[0] ** 2 + mcse_loo**2),
+        mcse=mcse_loo,
+        shared_mcse=mcse_full[0],
         mpe_proposal=valid,
     )

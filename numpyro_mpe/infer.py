@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import operator
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -25,10 +27,26 @@ class NotPositiveDefiniteError(ValueError):
 
 
 class BLRState(NamedTuple):
-    """State of :class:`BLR`: the optimizer's state and the random key of the next step."""
+    """State of :class:`BLR`.
+
+    Attributes
+    ----------
+    optim_state : Any
+        The optimizer's state.
+    rng_key : jax.Array
+        Random key of the next step (split once per step; stochastic optimizers get one
+        half).
+    step : jax.Array or None
+        Steps taken (picks the minibatch: epoch ``step // (N // B)``).
+    data_key : jax.Array or None
+        Key of the minibatch permutations: epoch ``e`` uses
+        ``permutation(fold_in(data_key, e), N)``.
+    """
 
     optim_state: Any
     rng_key: jax.Array
+    step: jax.Array | None = None
+    data_key: jax.Array | None = None
 
 
 class BLRRunResult(NamedTuple):
@@ -41,7 +59,9 @@ class BLRRunResult(NamedTuple):
     state : BLRState
         The final state (pass it to :meth:`BLR.update` to go on).
     losses : jax.Array, shape (num_steps_taken,)
-        Negative log joint at the mean after each step.
+        Negative log joint at the mean after each step (with minibatches, its unbiased
+        estimate from the step's batch; for :func:`~numpyro_mpe.optim.iblr`, at the
+        step's samples).
     """
 
     params: dict
@@ -49,22 +69,55 @@ class BLRRunResult(NamedTuple):
     losses: jax.Array
 
 
-def _negative_log_joint(model, plate, static, arrays):
+def _accepts(function: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _negative_log_joint(model, plate, static, arrays, batch=None):
+    """``theta -> -log p(theta, y)``, or with ``batch = (key, step, B)`` its estimate.
+
+    The estimate weights the ``B`` examples of the step's batch by ``N / B`` and the rest
+    by 0: unbiased, but it still evaluates all ``N`` log likelihoods (O(N) per step).
+    """
     args, kwargs = join_arguments(arrays, static)
     plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
-    return lambda theta: -plate_model.log_joint(theta)
+    if batch is None:
+        return lambda theta: -plate_model.log_joint(theta), plate_model.num_examples
+    data_key, step, batch_size = batch
+    num_examples = plate_model.num_examples
+    if not 1 <= batch_size <= num_examples:
+        raise ValueError(f"batch_size must be in [1, {num_examples}], got {batch_size}")
+    num_batches = num_examples // batch_size
+    epoch, index = jnp.divmod(step, num_batches)
+    permutation = jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+    members = jax.lax.dynamic_slice(permutation, (index * batch_size,), (batch_size,))
+    weights = jnp.zeros(num_examples, plate_model.init_theta.dtype)
+    weights = weights.at[members].set(num_examples / batch_size)
+    return lambda theta: -plate_model.log_joint(theta, weights), num_examples
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def _blr_init(model, optimizer, plate, static, mean, arrays):
-    return optimizer.init(mean, _negative_log_joint(model, plate, static, arrays))
+    loss_fn, num_examples = _negative_log_joint(model, plate, static, arrays)
+    if _accepts(optimizer.init, "num_examples"):
+        return optimizer.init(mean, loss_fn, num_examples=num_examples)
+    return optimizer.init(mean, loss_fn)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _blr_update(model, optimizer, plate, static, state, arrays):
-    loss_fn = _negative_log_joint(model, plate, static, arrays)
-    optim_state, info = optimizer.update(state.optim_state, loss_fn)
-    return BLRState(optim_state, jax.random.split(state.rng_key)[0]), info
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
+def _blr_update(model, optimizer, plate, static, batch_size, state, arrays):
+    batch = None if batch_size is None else (state.data_key, state.step, batch_size)
+    loss_fn, _ = _negative_log_joint(model, plate, static, arrays, batch)
+    next_key, step_key = jax.random.split(state.rng_key)
+    if _accepts(optimizer.update, "rng_key"):
+        optim_state, info = optimizer.update(state.optim_state, loss_fn, rng_key=step_key)
+    else:
+        optim_state, info = optimizer.update(state.optim_state, loss_fn)
+    step = None if state.step is None else state.step + 1
+    return BLRState(optim_state, next_key, step, state.data_key), info
 
 
 def check_positive_definite(precision: jax.Array, where: str) -> None:
@@ -96,7 +149,8 @@ class BLR:
     guide : AutoGaussian
         The Gaussian family to fit (dense or diagonal).
     optimizer : NaturalGradientOptimizer
-        E.g. :func:`numpyro_mpe.optim.newton`.
+        E.g. :func:`numpyro_mpe.optim.newton`, :func:`~numpyro_mpe.optim.online_newton`,
+        :func:`~numpyro_mpe.optim.iblr`.
     plate : str, optional
         Name of the plate of examples, when the model has several.
 
@@ -137,16 +191,37 @@ class BLR:
             )
         arrays, static = split_arguments(args, kwargs)
         optim_state = _blr_init(self.model, self.optimizer, self.plate, static, mean, arrays)
-        return BLRState(optim_state, rng_key)
+        data_key = jax.random.fold_in(rng_key, 1)
+        return BLRState(optim_state, rng_key, jnp.zeros((), jnp.int32), data_key)
 
-    def update(self, state: BLRState, *args: Any, **kwargs: Any):
+    def update(self, state: BLRState, *args: Any, batch_size: int | None = None, **kwargs: Any):
         """One optimizer step; returns ``(state, info)`` with ``info.loss``.
 
-        Compiled once per model, optimizer and argument structure: a second call with
-        arrays of the same shapes does not recompile.
+        Compiled once per model, optimizer, ``batch_size`` and argument structure: a
+        second call with arrays of the same shapes does not recompile.
+
+        Parameters
+        ----------
+        state : BLRState
+        *args, **kwargs
+            The model's arguments (``batch_size`` is taken by this method, not passed on).
+        batch_size : int, optional
+            Minibatch size ``B``: the loss is the prior plus ``N / B`` times the
+            log-likelihood terms of ``B`` examples, a fresh random permutation of the
+            examples each epoch of ``N // B`` steps (the last ``N mod B`` examples of a
+            permutation are skipped that epoch). Implemented by per-example weights
+            (``N / B`` on the batch, 0 elsewhere), so each step still evaluates all ``N``
+            log likelihoods: O(N) per step, it saves no compute, only gives the
+            stochastic-gradient behaviour. None: full batch.
         """
         arrays, static = split_arguments(args, kwargs)
-        return _blr_update(self.model, self.optimizer, self.plate, static, state, arrays)
+        if batch_size is not None:
+            batch_size = operator.index(batch_size)
+            if state.step is None or state.data_key is None:
+                raise ValueError("minibatches need a BLRState from BLR.init (step, data_key)")
+        return _blr_update(
+            self.model, self.optimizer, self.plate, static, batch_size, state, arrays
+        )
 
     def get_params(self, state: BLRState) -> dict:
         """Guide params of the current Gaussian (no extra Hessian pass)."""
@@ -160,9 +235,12 @@ class BLR:
         *args: Any,
         progress_bar: bool = True,
         init_state: BLRState | None = None,
+        batch_size: int | None = None,
         **kwargs: Any,
     ) -> BLRRunResult:
         """Run up to ``num_steps`` steps, stopping early once the optimizer converges.
+
+        ``batch_size``: minibatches of that size (see :meth:`update`); None: full batch.
 
         Raises
         ------
@@ -175,7 +253,7 @@ class BLR:
         losses = []
         with tqdm(total=num_steps, disable=not progress_bar, desc="BLR") as bar:
             for _ in range(num_steps):
-                state, info = self.update(state, *args, **kwargs)
+                state, info = self.update(state, *args, batch_size=batch_size, **kwargs)
                 losses.append(info.loss)
                 bar.update(1)
                 bar.set_postfix_str(f"loss {float(info.loss):.6g}")

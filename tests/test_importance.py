@@ -140,7 +140,7 @@ def test_default_importance_follows_reliability(wells, x64):
         y,
         method="is",
         reliability_threshold=threshold,
-        num_samples=500,
+        num_samples=2000,
     )
     flagged = np.flatnonzero(cavity.reliability.values > threshold)
     np.testing.assert_array_equal(result.importance_pareto_k.coords["data"].values, flagged)
