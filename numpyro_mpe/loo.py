@@ -40,7 +40,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from numpyro_mpe.arviz import ELPDDataMPE, make_elpd_data
-from numpyro_mpe.gaussian import is_dense
+from numpyro_mpe.gaussian import is_dense, precision_solve
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.importance import importance_loo
 from numpyro_mpe.model import Predictor, join_arguments, split_arguments, trace_model
@@ -122,10 +122,6 @@ def _likelihood_curvature(predictor: Predictor, f: jax.Array):
         for k in range(f.shape[1])
     ]
     return e, jnp.stack(columns, axis=2)
-
-
-def _outer(column: jax.Array) -> jax.Array:
-    return column[:, :, None] * column[:, None, :]
 
 
 def _direction_chunks(directions: jax.Array, chunk: int) -> jax.Array:
@@ -237,18 +233,12 @@ def _laplace_loo(log_lik: Callable, mean, precision):
         full_logdet = jnp.sum(jnp.log1p(diagonal / precision), 1)
         full_quad = jnp.sum(gradients**2 / (precision + diagonal), 1)
     valid = reliability < 1.0
-    plug_in_quad = jnp.sum(gradients * _solve(precision, gradients), 1)
+    plug_in_quad = jnp.sum(gradients * precision_solve(precision, gradients.T).T, 1)
     elpd = per_example + jnp.where(
         valid, 0.5 * cavity_logdet - 0.5 * cavity_quad, -0.5 * plug_in_quad
     )
     lppd = per_example - 0.5 * full_logdet + 0.5 * full_quad
     return elpd, lppd, reliability
-
-
-def _solve(precision, rhs):
-    if is_dense(precision):
-        return jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(precision), True), rhs.T).T
-    return rhs / precision
 
 
 @partial(jax.jit, static_argnames=("model", "static", "plate", "names", "method"))
