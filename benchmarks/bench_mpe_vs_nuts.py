@@ -44,15 +44,15 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
+import bench_loo  # noqa: E402  (same directory: the problem of bench_loo.py)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
 
 import numpyro_mpe as mpe  # noqa: E402
 from numpyro_mpe.mcmc import mcmc_loo  # noqa: E402
 
-D = 20
+D = bench_loo.D
 DEFAULT_SIZES = (10_000, 100_000)
 QUICK_SIZE = 1_000
 NEWTON_STEPS = 50
@@ -63,21 +63,12 @@ REFIT_NEWTON_STEPS = 8  # from the full fit; Newton converges in 2-3 steps here
 
 
 def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``X = [1, z_1..z_19]``, ``beta ~ N(0, 0.5^2)``, ``y ~ Bernoulli(sigmoid(X beta))``.
-
-    As ``bench_loo.py``: ``beta`` is drawn first, so it is the same for every N.
-    """
-    rng = np.random.default_rng(seed)
-    beta = rng.normal(0.0, 0.5, size=D)
-    x = np.hstack([np.ones((n, 1)), rng.standard_normal((n, D - 1))])
-    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-(x @ beta)))).astype(np.float64)
+    """The data of ``bench_loo.py`` (same seed, same ``beta`` for every N): ``(X, y)``."""
+    x, y, _ = bench_loo.make_data(n, seed)
     return x, y
 
 
-def model(X, y):
-    beta = numpyro.sample("beta", dist.Normal(0.0, 1.0).expand([D]).to_event(1))
-    with numpyro.plate("data", X.shape[0]):
-        numpyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
+model = bench_loo.model
 
 
 # --------------------------------------------------------------------------- worker
