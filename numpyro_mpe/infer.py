@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import operator
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -58,6 +58,9 @@ class BLRRunResult(NamedTuple):
         Guide params (``{prefix}_loc``, ``{prefix}_precision``).
     state : BLRState
         The final state (pass it to :meth:`BLR.update` to go on).
+    checkpoints : dict or None
+        ``{step: checkpoint_fn(params, step)}`` for the steps named in ``run``'s
+        ``checkpoints`` (MPE-LOO by default); None when none were asked for.
     losses : jax.Array, shape (num_steps_taken,)
         Negative log joint at the mean after each step (with minibatches, its unbiased
         estimate from the step's batch; for :func:`~numpyro_mpe.optim.iblr`, at the
@@ -67,6 +70,7 @@ class BLRRunResult(NamedTuple):
     params: dict
     state: BLRState
     losses: jax.Array
+    checkpoints: dict | None = None
 
 
 def _accepts(function: Callable, name: str) -> bool:
@@ -236,11 +240,20 @@ class BLR:
         progress_bar: bool = True,
         init_state: BLRState | None = None,
         batch_size: int | None = None,
+        checkpoints: Sequence[int] | None = None,
+        checkpoint_fn: Callable[[dict, int], Any] | None = None,
         **kwargs: Any,
     ) -> BLRRunResult:
         """Run up to ``num_steps`` steps, stopping early once the optimizer converges.
 
         ``batch_size``: minibatches of that size (see :meth:`update`); None: full batch.
+
+        ``checkpoints``: steps (counted from 1) after which ``checkpoint_fn(params, step)``
+        is called on the current guide params, read off the optimizer's state (no extra
+        Hessian pass for :func:`~numpyro_mpe.optim.iblr` or
+        :func:`~numpyro_mpe.optim.online_newton`). By default it is
+        :func:`numpyro_mpe.loo` on the full data: MPE-LOO during training. Other steps
+        are not slowed. Results are in ``BLRRunResult.checkpoints``.
 
         Raises
         ------
@@ -249,12 +262,25 @@ class BLR:
         """
         if num_steps < 1:
             raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+        wanted = set() if checkpoints is None else {int(step) for step in checkpoints}
+        bad = sorted(step for step in wanted if not 1 <= step <= num_steps)
+        if bad:
+            raise ValueError(f"checkpoint steps must be in [1, {num_steps}], got {bad}")
+        if wanted and checkpoint_fn is None:
+            from numpyro_mpe.loo import loo
+
+            def checkpoint_fn(params, step):
+                return loo(self.model, self.guide, params, *args, plate=self.plate, **kwargs)
+
+        recorded = {}
         state = self.init(rng_key, *args, **kwargs) if init_state is None else init_state
         losses = []
         with tqdm(total=num_steps, disable=not progress_bar, desc="BLR") as bar:
-            for _ in range(num_steps):
+            for step in range(1, num_steps + 1):
                 state, info = self.update(state, *args, batch_size=batch_size, **kwargs)
                 losses.append(info.loss)
+                if step in wanted:
+                    recorded[step] = checkpoint_fn(self.get_params(state), step)
                 bar.update(1)
                 bar.set_postfix_str(f"loss {float(info.loss):.6g}")
                 if bool(info.converged):
@@ -270,4 +296,6 @@ class BLR:
             )
         params = self.get_params(state)
         check_positive_definite(params[self.guide.precision_name], "BLR.run")
-        return BLRRunResult(params, state, jnp.stack(losses))
+        return BLRRunResult(
+            params, state, jnp.stack(losses), recorded if checkpoints is not None else None
+        )
