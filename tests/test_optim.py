@@ -83,6 +83,11 @@ def test_iblr_matches_laplace_on_wells(wells_fit, batch_size, num_steps):
     # on these correlated features: over seeds 0-2 the ratio stayed within 0.93-1.06;
     # 15% is ~3 of those sds.
     np.testing.assert_allclose(result.params["auto_precision"], np.diag(hessian), rtol=0.15)
+    # MPE-LOO read off the iBLR state against MPE-LOO of the dense Newton posterior.
+    elpd_iblr = mpe.loo(logistic_model, guide, result.params, X, y).elpd
+    elpd_newton = mpe.loo(logistic_model, mpe.AutoGaussian(logistic_model), laplace.params, X, y)
+    print(f"MPE-LOO: iBLR (batch {batch_size}) {elpd_iblr:.3f}, Newton {elpd_newton.elpd:.3f}")
+    assert abs(elpd_iblr - elpd_newton.elpd) < 0.5
 
 
 def test_loo_at_any_iblr_iteration(wells, x64):
