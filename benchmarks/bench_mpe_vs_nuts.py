@@ -243,10 +243,7 @@ def run_subprocess(n: int, options: dict, timeout: float) -> dict:
     return result
 
 
-def fmt_time(seconds: float) -> str:
-    if seconds < 1.0:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds:.3g} s"
+fmt_time = bench_loo.fmt_time
 
 
 def tables(results: list[dict]) -> str:
