@@ -10,6 +10,7 @@ examples, :func:`loo` the Bayesian leave-one-out predictive densities as an Arvi
 from numpyro_mpe import optim
 from numpyro_mpe.arviz import ELPDDataMPE, ELPDDataRefit, ReliabilityWarning
 from numpyro_mpe.compare import compare_loo, plot_loo_comparison
+from numpyro_mpe.conjugate import AutoConjugate
 from numpyro_mpe.exact import exact_loo
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.infer import BLR, BLRRunResult, BLRState, NotPositiveDefiniteError
@@ -18,6 +19,7 @@ from numpyro_mpe.mcmc import MCMCLooResult, mcmc_loo
 from numpyro_mpe.model import ModelError, PlateModel, Predictor, trace_model
 from numpyro_mpe.optax_posterior import posterior_from_svi
 from numpyro_mpe.perturb import perturb, removal_weights
+from numpyro_mpe.prior_selection import PriorSelection, plot_prior_selection, select_prior
 from numpyro_mpe.psis import (
     ELPDDataPSIS,
     ParetoKWarning,
@@ -25,9 +27,12 @@ from numpyro_mpe.psis import (
     psis_loo,
     relative_eff,
 )
+from numpyro_mpe.report import report
+from numpyro_mpe.sensitivity import Sensitivity, sensitivity
 
 __all__ = [
     "BLR",
+    "AutoConjugate",
     "AutoGaussian",
     "BLRRunResult",
     "BLRState",
@@ -40,7 +45,9 @@ __all__ = [
     "ParetoKWarning",
     "PlateModel",
     "Predictor",
+    "PriorSelection",
     "ReliabilityWarning",
+    "Sensitivity",
     "approximate_posterior_loo",
     "compare_loo",
     "exact_loo",
@@ -49,9 +56,13 @@ __all__ = [
     "optim",
     "perturb",
     "plot_loo_comparison",
+    "plot_prior_selection",
     "posterior_from_svi",
     "psis_loo",
     "relative_eff",
     "removal_weights",
+    "report",
+    "select_prior",
+    "sensitivity",
     "trace_model",
 ]

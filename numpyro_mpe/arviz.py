@@ -22,6 +22,7 @@ __all__ = [
 
 
 _MAX_IMPORTANCE_MCSE = 0.5
+_MAX_GROUP_DECREMENT = 0.1
 
 
 class ReliabilityWarning(UserWarning):
@@ -59,6 +60,19 @@ class ELPDDataMPE(ELPDDataLOO):
         Monte Carlo standard error of the sum of the importance-sampled ``elpd_i``
         (independent per-example errors in quadrature, plus the shared evidence's error
         once per example).
+    group_of_example : DataArray
+        Leave-group-out (``loo(..., groups=...)``): each example's group label, over the
+        plate; None otherwise.
+    example_elpd : DataArray
+        Leave-group-out with a predictor: ``log p(y_i | y_{-G(i)})`` over the plate, each
+        example's density given the data without its whole group.
+    group_log_loss : DataArray
+        Leave-group-out with a predictor: ``-mean_{i in G} log p(y_i | y_-G)`` per group
+        (the leave-one-class-out loss when the groups are a classifier's classes).
+    group_newton_decrement : DataArray
+        Leave-group-out: the Newton decrement of the log joint without the group at the
+        MPE cavity mean (0 when the cavity is the leave-group-out Laplace posterior);
+        above 0.1 the group's values are warned about.
     """
 
     _display_kind: ClassVar[str] = "loo_mpe"
@@ -72,14 +86,26 @@ class ELPDDataMPE(ELPDDataLOO):
     importance_mpe_proposal: xr.DataArray = None
     importance_good_k: float | None = None
     importance_mcse: float | None = None
+    group_of_example: xr.DataArray = None
+    example_elpd: xr.DataArray = None
+    group_log_loss: xr.DataArray = None
+    group_newton_decrement: xr.DataArray = None
 
     def _header(self):
+        what = "observations" if self.group_of_example is None else "groups (left out whole)"
+        if self.method == "conjugate":
+            return (
+                "Computed by exact division of a conjugate posterior's natural parameters "
+                f"over {self.n_data_points} {what}."
+            )
         return (
             f"Computed by the memory-perturbation equation (method={self.method!r}) from a "
-            f"{self.covariance} Gaussian posterior over {self.n_data_points} observations."
+            f"{self.covariance} Gaussian posterior over {self.n_data_points} {what}."
         )
 
     def _footer(self):
+        if self.method == "conjugate":
+            return "\nExact: no reliability values apply."
         values = np.asarray(self.reliability)
         poor = int(np.sum(values > self.reliability_threshold))
         line = (
@@ -109,6 +135,8 @@ class ELPDDataRefit(ELPDDataLOO):
         ``"laplace"`` (Gaussian refits of the guide's family) or ``"nuts"``.
     seconds : float
         Wall time of all the refits.
+    group_of_example, example_elpd, group_log_loss : DataArray
+        Leave-group-out (``exact_loo(..., groups=...)``), as in :class:`ELPDDataMPE`.
     """
 
     _display_kind: ClassVar[str] = "loo_refit"
@@ -116,6 +144,9 @@ class ELPDDataRefit(ELPDDataLOO):
     lppd_i: xr.DataArray = None
     method: str = "laplace"
     seconds: float | None = None
+    group_of_example: xr.DataArray = None
+    example_elpd: xr.DataArray = None
+    group_log_loss: xr.DataArray = None
 
     def _header(self):
         return (
@@ -160,8 +191,10 @@ def make_refit_elpd_data(
     n_samples: int = 0,
     coords: np.ndarray | None = None,
     seconds: float | None = None,
+    groups: tuple | None = None,
 ) -> ELPDDataRefit:
-    """Build an :class:`ELPDDataRefit` from pointwise arrays ``(N,)`` (over ``coords``)."""
+    """Build an :class:`ELPDDataRefit` from pointwise arrays ``(N,)`` (over ``coords``);
+    ``groups`` as in :func:`make_elpd_data`."""
     elpd_i = np.asarray(elpd_i, dtype=float)
     lppd_i = np.asarray(lppd_i, dtype=float)
     _check_finite(elpd_i=elpd_i, lppd_i=lppd_i)
@@ -174,7 +207,23 @@ def make_refit_elpd_data(
         lppd_i=_pointwise(lppd_i, dim, "lppd_i", coords),
         method=method,
         seconds=seconds,
+        **({} if groups is None else _group_fields(dim, coords, *groups)),
     )
+
+
+def _group_fields(dim, labels, plate, codes, example_elpd) -> dict:
+    """``group_of_example``, ``example_elpd`` and ``group_log_loss`` of a leave-group-out."""
+    codes = np.asarray(codes)
+    fields = {"group_of_example": _pointwise(np.asarray(labels)[codes], plate, "group")}
+    if example_elpd is not None:
+        example_elpd = np.asarray(example_elpd, dtype=float)
+        _check_finite(example_elpd=example_elpd)
+        loss = -np.bincount(codes, example_elpd, len(labels)) / np.bincount(
+            codes, None, len(labels)
+        )
+        fields["example_elpd"] = _pointwise(example_elpd, plate, "example_elpd")
+        fields["group_log_loss"] = _pointwise(loss, dim, "group_log_loss", labels)
+    return fields
 
 
 def make_elpd_data(
@@ -187,11 +236,17 @@ def make_elpd_data(
     method: str,
     covariance: str,
     importance: tuple | None = None,
+    coords: np.ndarray | None = None,
+    groups: tuple | None = None,
 ) -> ELPDDataMPE:
     """Build an :class:`ELPDDataMPE` from pointwise arrays ``(N,)``, warning on poor ones.
 
     ``importance`` is ``(indices, ImportanceLOO, num_samples)`` for ``method="is"``: those
-    examples' reliability no longer counts as poor; their Pareto k does.
+    examples' reliability no longer counts as poor; their Pareto k does. ``coords`` label
+    the entries (default ``0..N-1``). ``groups`` is ``(plate, codes, example_elpd)`` for
+    leave-group-out: the entries are groups labelled by ``coords`` and ``codes`` ``(N,)``
+    maps each example to one; ``example_elpd`` ``(N,)`` may be None (for
+    :func:`make_elpd_data` the tuple ends with the Newton decrements ``(G,)``).
     """
     elpd_i = np.asarray(elpd_i, dtype=float)
     lppd_i = np.asarray(lppd_i, dtype=float)
@@ -202,16 +257,19 @@ def make_elpd_data(
     extra = {}
     if importance is not None:
         indices, result, num_samples = importance
-        corrected[indices] = True
+        # Per-example MPE-IS targets the exact leave-one-out posterior, so reliability no
+        # longer matters there; the group correction integrates under the MPE cavity.
+        corrected[indices] = groups is None
         pareto_k = np.asarray(result.pareto_k, dtype=float)
         good_k = min(1 - 1 / np.log10(num_samples), 0.7)
         mcse = np.asarray(result.mcse, dtype=float)
         total_mcse = float(np.sqrt(np.sum(mcse**2)) + len(indices) * float(result.shared_mcse))
+        labels = indices if coords is None else np.asarray(coords)[indices]
         extra = {
-            "importance_pareto_k": _pointwise(pareto_k, dim, "pareto_k", indices),
+            "importance_pareto_k": _pointwise(pareto_k, dim, "pareto_k", labels),
             "importance_mcse": total_mcse,
             "importance_mpe_proposal": _pointwise(
-                np.asarray(result.mpe_proposal), dim, "mpe_proposal", indices
+                np.asarray(result.mpe_proposal), dim, "mpe_proposal", labels
             ),
             "importance_good_k": good_k,
         }
@@ -225,19 +283,42 @@ def make_elpd_data(
             )
         high = int(np.sum(~(pareto_k <= good_k)))
         if high:
+            target = (
+                "their leave-one-out posterior"
+                if groups is None
+                else "the group's likelihood times its MPE cavity"
+            )
             warnings.warn(
-                f"MPE-IS: {high} of {len(indices)} importance-sampled examples have Pareto k "
-                f"above {good_k:.2f} (or not estimable): even the MPE proposal is not close "
-                "enough to their leave-one-out posterior; refit them (exact_loo)",
+                f"MPE-IS: {high} of {len(indices)} importance-sampled "
+                f"{'examples' if groups is None else 'groups'} have Pareto k above "
+                f"{good_k:.2f} (or not estimable): even the MPE proposal is not close "
+                f"enough to {target}; refit them (exact_loo)",
                 ParetoKWarning,
                 stacklevel=3,
             )
+    if groups is not None:
+        plate, codes, example_elpd, decrement = groups
+        extra.update(_group_fields(dim, coords, plate, codes, example_elpd))
+        decrement = np.asarray(decrement, dtype=float)
+        extra["group_newton_decrement"] = _pointwise(decrement, dim, "newton_decrement", coords)
+        far = ~(decrement <= _MAX_GROUP_DECREMENT)
+        if far.any():
+            warnings.warn(
+                f"{int(far.sum())} of {n} groups have a Newton decrement above "
+                f"{_MAX_GROUP_DECREMENT} (max {np.nanmax(decrement):.3g}): removing them "
+                "moves the posterior beyond what one MPE step captures; their leave-group-"
+                "out values are unreliable (refit them: exact_loo(..., groups=...))",
+                ReliabilityWarning,
+                stacklevel=3,
+            )
+    what = "examples" if groups is None else "groups"
     poor = int(np.sum((reliability > threshold) & ~corrected))
     if poor:
         warnings.warn(
-            f"{poor} of {n} examples have a reliability value above {threshold}: the "
-            "first-order leave-one-out update is unreliable for them (see "
-            "result.reliability; refit those examples or use importance sampling)",
+            f"{poor} of {n} {what} have a reliability value above {threshold}: the "
+            f"first-order leave-{'one' if groups is None else 'group'}-out update is "
+            "unreliable for them (see result.reliability; refit them or use importance "
+            "sampling)",
             ReliabilityWarning,
             stacklevel=3,
         )
@@ -246,9 +327,9 @@ def make_elpd_data(
         n_samples=0,
         warning=bool(poor),
         good_k=threshold,
-        elpd_i=_pointwise(elpd_i, dim, "elpd_i"),
-        lppd_i=_pointwise(lppd_i, dim, "lppd_i"),
-        reliability=_pointwise(reliability, dim, "reliability"),
+        elpd_i=_pointwise(elpd_i, dim, "elpd_i", coords),
+        lppd_i=_pointwise(lppd_i, dim, "lppd_i", coords),
+        reliability=_pointwise(reliability, dim, "reliability", coords),
         **extra,
         reliability_threshold=threshold,
         method=method,

@@ -12,6 +12,7 @@ adds the Gaussian-approximation error to the comparison.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -25,10 +26,13 @@ from numpyro.infer import MCMC, NUTS, init_to_value
 
 from numpyro_mpe.arviz import ELPDDataRefit, make_refit_elpd_data
 from numpyro_mpe.gaussian import is_dense, precision_solve
+from numpyro_mpe.group_loo import group_codes
 from numpyro_mpe.guide import AutoGaussian
-from numpyro_mpe.loo import _log_predictive
+from numpyro_mpe.importance import _log_normalizer
+from numpyro_mpe.loo import _log_predictive, _prediction_space_covariances
 from numpyro_mpe.model import PlateModel, trace_model
 from numpyro_mpe.optim import NaturalGradientOptimizer, newton
+from numpyro_mpe.psis import ParetoKWarning
 
 __all__ = ["exact_loo"]
 
@@ -38,11 +42,9 @@ _METHODS = ("laplace", "nuts")
 _REFIT_TOL = 1e-15
 
 
-def _laplace_refit(plate_model, optimizer, mean, covariance, num_steps, index):
-    weights = jnp.ones(plate_model.num_examples, mean.dtype).at[index].set(0.0)
-
-    def loss(theta):
-        return -plate_model.log_joint(theta, weights)
+def _minimize(optimizer, loss, start, covariance, num_steps):
+    """Run ``optimizer`` on ``loss`` from ``start`` until it converges (at most
+    ``num_steps``); return its Gaussian ``(mean, precision)``."""
 
     def keep_going(carry):
         _, converged, steps = carry
@@ -53,9 +55,18 @@ def _laplace_refit(plate_model, optimizer, mean, covariance, num_steps, index):
         state, info = optimizer.update(state, loss)
         return state, info.converged, steps + 1
 
-    initial = (optimizer.init(mean, loss), jnp.array(False), 0)
+    initial = (optimizer.init(start, loss), jnp.array(False), 0)
     state, _, _ = jax.lax.while_loop(keep_going, step, initial)
     return optimizer.mean_precision(state, covariance)
+
+
+def _laplace_refit(plate_model, optimizer, mean, covariance, num_steps, weights):
+    """Newton from ``mean`` on the log joint with per-example ``weights`` ``(N,)``."""
+
+    def loss(theta):
+        return -plate_model.log_joint(theta, weights)
+
+    return _minimize(optimizer, loss, mean, covariance, num_steps)
 
 
 def _predictive_moments(predictor, mean, precision, index):
@@ -89,8 +100,9 @@ def _laplace_refit_loo(plate_model, optimizer, mean, precision, covariance, indi
         return jax.lax.map(fn, indices, batch_size=options["batch_size"])
 
     def refit(index):
+        weights = jnp.ones(plate_model.num_examples, mean.dtype).at[index].set(0.0)
         return _laplace_refit(
-            plate_model, optimizer, mean, covariance, options["num_steps"], index
+            plate_model, optimizer, mean, covariance, options["num_steps"], weights
         )
 
     @jax.jit
@@ -123,6 +135,122 @@ def _laplace_refit_loo(plate_model, optimizer, mean, precision, covariance, indi
         return batched(densities)
 
     return with_predictor() if predictor is not None else without_predictor()
+
+
+def _tilted_log_evidence(
+    log_lik, indicator, base_mean, base_precision, rng_key, *, optimizer, num_steps, num_samples
+):
+    """``log int p(y_G | theta) N(theta; base_mean, base_precision^-1) dtheta``.
+
+    Importance sampling from the Laplace approximation of the tilted density (its mode by
+    Newton from ``base_mean``, then its Hessian): exact when ``log p(y_G | theta)`` is
+    quadratic. Returns the estimate and the Pareto k of the ratios.
+    """
+    precision = base_precision if is_dense(base_precision) else jnp.diag(base_precision)
+
+    def negative_log_tilted(theta):
+        offset = theta - base_mean
+        return -jnp.dot(indicator, log_lik(theta)) + 0.5 * offset @ precision @ offset
+
+    mode, tilted_precision = _minimize(
+        optimizer, negative_log_tilted, base_mean, "dense", num_steps
+    )
+    cholesky = jnp.linalg.cholesky(tilted_precision)
+    z = jax.random.normal(rng_key, (num_samples, base_mean.shape[0]), base_mean.dtype)
+    theta = mode + jax.scipy.linalg.solve_triangular(cholesky.T, z.T, lower=False).T
+    base_log_det = jnp.linalg.slogdet(precision)[1]
+    log_base = 0.5 * base_log_det - jax.vmap(
+        lambda t: 0.5 * (t - base_mean) @ precision @ (t - base_mean)
+    )(theta)
+    log_proposal = jnp.sum(jnp.log(jnp.diag(cholesky))) - 0.5 * jnp.sum(z**2, 1)
+    log_ratios = jax.vmap(log_lik)(theta) @ indicator + log_base - log_proposal
+    log_mean, pareto_k, _ = _log_normalizer(log_ratios[:, None], num_samples)
+    return log_mean[0], pareto_k[0]
+
+
+def _group_refit_loo(plate_model, optimizer, mean, precision, covariance, codes, options):
+    """Refit without each group; ``log p(y_G | y_-G)`` under each refit, and under the
+    full fit, by :func:`_tilted_log_evidence`. Returns ``(elpd, lppd, pareto_k)``
+    ``(G,)`` and, with a predictor, each example's ``log p(y_i | y_{-G(i)})`` ``(N,)``."""
+    codes = jnp.asarray(codes)
+    rng_key = jax.random.PRNGKey(options["seed"])
+
+    @jax.jit
+    def all_groups(groups):
+        def one(group):
+            indicator = (codes == group).astype(mean.dtype)
+            refit_mean, refit_precision = _laplace_refit(
+                plate_model, optimizer, mean, covariance, options["num_steps"], 1.0 - indicator
+            )
+            key = jax.random.fold_in(rng_key, group)
+            sampling = {
+                "optimizer": optimizer,
+                "num_steps": options["num_steps"],
+                "num_samples": options["num_samples"],
+            }
+            elpd, k_loo = _tilted_log_evidence(
+                plate_model.log_lik, indicator, refit_mean, refit_precision, key, **sampling
+            )
+            lppd, k_full = _tilted_log_evidence(
+                plate_model.log_lik, indicator, mean, precision, key, **sampling
+            )
+            if plate_model.predictor is None:
+                example = jnp.zeros(())
+            else:
+                example = jnp.where(
+                    codes == group,
+                    _example_log_predictive(plate_model.predictor, refit_mean, refit_precision),
+                    0.0,
+                )
+            return elpd, lppd, jnp.maximum(k_loo, k_full), example
+
+        elpd, lppd, pareto_k, example = jax.lax.map(one, groups, batch_size=options["batch_size"])
+        example = None if plate_model.predictor is None else jnp.sum(example, 0)
+        return elpd, lppd, pareto_k, example
+
+    return all_groups(jnp.arange(int(codes.max()) + 1))
+
+
+def _example_log_predictive(predictor, mean, precision):
+    """``log E_{N(mean, precision^-1)}[p(y_i | theta)]`` for every example ``(N,)``."""
+    f = predictor.fn(mean)
+    zeros = jnp.zeros(f.shape + f.shape[1:], f.dtype)
+    covariance = _prediction_space_covariances(predictor.fn, mean, precision, zeros)[0]
+    return _log_predictive(predictor, f, covariance)
+
+
+def _exact_group_loo(plate_model, guide, params, labels, codes, optimizer, options):
+    mean, precision = guide.mean_precision(params)
+    start = time.perf_counter()
+    elpd, lppd, pareto_k, example_elpd = jax.block_until_ready(
+        _group_refit_loo(
+            plate_model,
+            newton(tol=_REFIT_TOL) if optimizer is None else optimizer,
+            mean,
+            precision,
+            guide.covariance,
+            codes,
+            options,
+        )
+    )
+    high = np.asarray(pareto_k) > 0.7
+    if high.any():
+        warnings.warn(
+            f"exact_loo: the importance sampling of {int(high.sum())} group densities has "
+            f"Pareto k above 0.7 (group {labels[np.argmax(high)].item()!r} first); raise "
+            "num_samples or do not use them as a reference",
+            ParetoKWarning,
+            stacklevel=3,
+        )
+    return make_refit_elpd_data(
+        elpd,
+        lppd,
+        dim="group",
+        method="laplace",
+        coords=labels,
+        seconds=time.perf_counter() - start,
+        groups=(plate_model.plate, codes, example_elpd),
+    )
 
 
 def _nuts_loo(plate_model: PlateModel, mean, indices, options):
@@ -169,9 +297,12 @@ def exact_loo(
     num_warmup: int = 1000,
     seed: int = 0,
     plate: str | None = None,
+    groups: ArrayLike | None = None,
     **kwargs: Any,
 ) -> ELPDDataRefit:
     """Leave-one-out predictive densities by refitting without each example.
+
+    With ``groups``, leave-one-group-out: refit without each whole group.
 
     Parameters
     ----------
@@ -195,24 +326,29 @@ def exact_loo(
         predictor.
     seed : int
         Seed of every random draw.
+    groups : array_like, shape (N,), optional
+        A group label per example (``method="laplace"`` only): ``log p(y_G | y_-G)`` per
+        group, each under the Gaussian refitted without the group, by importance
+        sampling (``num_samples`` draws) from the Laplace approximation of ``p(y_G |
+        theta) q_-G(theta)`` (exact when the group's log likelihood is quadratic).
 
     Returns
     -------
     ELPDDataRefit
-        ``elpd_i`` over the refitted examples (coordinate: their indices), ``p`` from
-        the full fit's ``lppd_i`` computed the same way; accepted by ``az.compare``.
+        ``elpd_i`` over the refitted examples (coordinate: their indices; with
+        ``groups``, the group labels), ``p`` from the full fit's ``lppd_i`` computed the
+        same way; accepted by ``az.compare``.
+
+    Warns
+    -----
+    ParetoKWarning
+        With ``groups``, when the importance sampling of some group's density has Pareto
+        ``k > 0.7``: that reference value is not to be trusted.
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
     n = plate_model.num_examples
-    indices = np.arange(n) if indices is None else np.atleast_1d(np.asarray(indices))
-    if not np.issubdtype(indices.dtype, np.integer) or indices.ndim != 1:
-        raise ValueError(f"indices must be a 1-d integer array, got {indices.dtype}")
-    bad = (indices < 0) | (indices >= n)
-    if bad.any():
-        raise ValueError(f"index {indices[bad][0]} is out of range for {n} examples")
-    mean, precision = guide.mean_precision(params)
     options = {
         "num_steps": num_steps,
         "batch_size": batch_size,
@@ -220,6 +356,18 @@ def exact_loo(
         "num_warmup": num_warmup,
         "seed": seed,
     }
+    if groups is not None:
+        if method != "laplace" or indices is not None:
+            raise ValueError("groups works with method='laplace' and without indices")
+        labels, codes = group_codes(groups, n)
+        return _exact_group_loo(plate_model, guide, params, labels, codes, optimizer, options)
+    indices = np.arange(n) if indices is None else np.atleast_1d(np.asarray(indices))
+    if not np.issubdtype(indices.dtype, np.integer) or indices.ndim != 1:
+        raise ValueError(f"indices must be a 1-d integer array, got {indices.dtype}")
+    bad = (indices < 0) | (indices >= n)
+    if bad.any():
+        raise ValueError(f"index {indices[bad][0]} is out of range for {n} examples")
+    mean, precision = guide.mean_precision(params)
     start = time.perf_counter()
     if method == "laplace":
         elpd, lppd = _laplace_refit_loo(

@@ -3,27 +3,68 @@
 from __future__ import annotations
 
 import inspect
+import math
 import operator
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 from numpyro import handlers
 from tqdm.auto import tqdm
 
 from numpyro_mpe.guide import AutoGaussian
-from numpyro_mpe.model import join_arguments, split_arguments, trace_model
+from numpyro_mpe.model import PlateModel, join_arguments, split_arguments, trace_model
 from numpyro_mpe.optim import NaturalGradientOptimizer
 
-__all__ = ["BLR", "BLRRunResult", "BLRState", "NotPositiveDefiniteError"]
+__all__ = [
+    "BLR",
+    "BLRRunResult",
+    "BLRState",
+    "MinibatchPlan",
+    "NotPositiveDefiniteError",
+    "minibatch_indices",
+]
 
 
 class NotPositiveDefiniteError(ValueError):
     """The fitted precision is not positive definite: the Gaussian is not a posterior."""
+
+
+@jax.tree_util.register_static
+@dataclass(frozen=True)
+class MinibatchPlan:
+    """How :meth:`BLR.update` evaluates a minibatch, decided once per fit.
+
+    A static pytree node (no array leaves): it rides in :class:`BLRState` through ``jit``
+    as part of the state's structure, so the choice costs nothing per step.
+
+    Attributes
+    ----------
+    path : {"gather", "weights"}
+        ``"gather"``: the model runs on the ``B`` examples of the batch only (array
+        arguments whose leading axis has length ``N`` are indexed by the batch), O(B) per
+        step. ``"weights"``: the fallback, the model runs on all ``N`` examples and the
+        per-example terms are weighted (``N / B`` on the batch, 0 elsewhere), O(N) per
+        step; the same batches and the same loss up to float rounding.
+    num_examples : int
+        ``N``, the plate size of the full data.
+    gathered : tuple of bool
+        Per array argument (in :func:`~numpyro_mpe.model.split_arguments` order), whether
+        it is indexed by the batch.
+    reason : str
+        Why the fallback is used (empty for ``"gather"``).
+    """
+
+    path: str
+    num_examples: int
+    gathered: tuple[bool, ...]
+    reason: str = ""
 
 
 class BLRState(NamedTuple):
@@ -37,16 +78,22 @@ class BLRState(NamedTuple):
         Random key of the next step (split once per step; stochastic optimizers get one
         half).
     step : jax.Array or None
-        Steps taken (picks the minibatch: epoch ``step // (N // B)``).
+        Steps taken (picks the minibatch: epoch ``step // ceil(N / B)``).
     data_key : jax.Array or None
-        Key of the minibatch permutations: epoch ``e`` uses
-        ``permutation(fold_in(data_key, e), N)``.
+        Key of the minibatch permutations: epoch ``e`` visits the examples in the order
+        of a pseudorandom permutation keyed by ``fold_in(data_key, e)``
+        (:func:`minibatch_indices`).
+    minibatch : MinibatchPlan or None
+        How minibatches are evaluated (gathered, O(B), or weighted, O(N)); set by
+        :meth:`BLR.init` or the first :meth:`BLR.update` with a ``batch_size``. None
+        for full-batch fits.
     """
 
     optim_state: Any
     rng_key: jax.Array
     step: jax.Array | None = None
     data_key: jax.Array | None = None
+    minibatch: MinibatchPlan | None = None
 
 
 class BLRRunResult(NamedTuple):
@@ -80,27 +127,169 @@ def _accepts(function: Callable, name: str) -> bool:
         return False
 
 
-def _negative_log_joint(model, plate, static, arrays, batch=None):
+# Rounds of the keyed bijection in ``_permute``: each is xor, odd multiply, xorshift and
+# add, all invertible modulo 2^bits. With four rounds batch membership and pair
+# co-occurrence are at their uniform-shuffle values (tests/test_minibatch.py), and so was
+# the position-index correlation when this was written (N = 3020, 2000 keys).
+_PERMUTATION_ROUNDS = 4
+
+
+def _permute(key: jax.Array, positions: jax.Array, num_examples: int) -> jax.Array:
+    """``pi(positions)`` for a pseudorandom permutation ``pi`` of ``range(N)`` keyed by ``key``.
+
+    A keyed bijection of ``[0, 2^bits)`` (``2^bits < 2 N``) restricted to ``[0, N)`` by
+    cycle walking (apply it again until the value lands in range), so each position is
+    computed on its own: O(B) for B positions, where ``jax.random.permutation`` of all N
+    (a sort) would cost O(N log N) per step (21 ms at N = 1e5, against ~100 us for a
+    B = 256 gradient).
+    """
+    bits = max(1, (num_examples - 1).bit_length())
+    mask = jnp.uint32((1 << bits) - 1)
+    shift = max(1, (bits + 1) // 2)
+    round_keys = jax.random.bits(key, (_PERMUTATION_ROUNDS, 3), jnp.uint32)
+
+    def bijection(x):
+        for xor_key, multiplier, offset in round_keys:
+            x = (x ^ xor_key) & mask
+            x = (x * (multiplier | jnp.uint32(1))) & mask
+            x = x ^ (x >> shift)
+            x = (x + offset) & mask
+        return x
+
+    def walk(x):
+        return jnp.where(x >= num_examples, bijection(x), x)
+
+    x = bijection(jnp.asarray(positions, jnp.uint32))
+    x = jax.lax.while_loop(lambda x: jnp.any(x >= num_examples), walk, x)
+    return x.astype(jnp.int32)
+
+
+def minibatch_indices(
+    data_key: jax.Array, step: ArrayLike, batch_size: int, num_examples: int
+) -> jax.Array:
+    """Indices ``(B,)`` of the examples in minibatch ``step``.
+
+    Epoch ``e = step // ceil(N / B)`` visits the examples in the order of a fresh
+    pseudorandom permutation keyed by ``fold_in(data_key, e)``, ``B`` at a time; the last
+    batch of an epoch, when ``B`` does not divide ``N``, is filled up with the first
+    examples of that epoch's order. So every example is seen at least once per epoch and
+    every batch holds ``B`` distinct examples, a uniformly random subset (which keeps the
+    ``N / B``-scaled loss unbiased).
+    """
+    steps_per_epoch = -(-num_examples // batch_size)
+    epoch, index = jnp.divmod(step, steps_per_epoch)
+    positions = (index * batch_size + jnp.arange(batch_size)) % num_examples
+    return _permute(jax.random.fold_in(data_key, epoch), positions, num_examples)
+
+
+def _check_batch_size(batch_size: int, num_examples: int) -> None:
+    if not 1 <= batch_size <= num_examples:
+        raise ValueError(f"batch_size must be in [1, {num_examples}], got {batch_size}")
+
+
+def _leading_axis_mask(arrays: list, num_examples: int) -> tuple[bool, ...]:
+    return tuple(jnp.ndim(a) >= 1 and jnp.shape(a)[0] == num_examples for a in arrays)
+
+
+def _negative_log_joint(model, plate, static, arrays, batch=None, plan=None):
     """``theta -> -log p(theta, y)``, or with ``batch = (key, step, B)`` its estimate.
 
-    The estimate weights the ``B`` examples of the step's batch by ``N / B`` and the rest
-    by 0: unbiased, but it still evaluates all ``N`` log likelihoods (O(N) per step).
+    The estimate is the prior plus ``N / B`` times the log likelihood of the ``B``
+    examples of :func:`minibatch_indices`. With a ``plan`` whose path is ``"gather"`` (and
+    arrays shaped as when it was made) the model runs on the batch's rows only, O(B);
+    otherwise all ``N`` log likelihoods are weighted (``N / B`` on the batch, 0
+    elsewhere), O(N).
     """
+    if batch is not None and plan is not None and plan.path == "gather":
+        num_examples = plan.num_examples
+        if _leading_axis_mask(arrays, num_examples) == plan.gathered:
+            data_key, step, batch_size = batch
+            members = minibatch_indices(data_key, step, batch_size, num_examples)
+            arrays = [
+                jnp.take(a, members, axis=0) if gathered else a
+                for a, gathered in zip(arrays, plan.gathered, strict=True)
+            ]
+            args, kwargs = join_arguments(arrays, static)
+            part = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
+            scale = num_examples / batch_size
+
+            def loss_fn(theta):
+                return -(part.log_prior(theta) + scale * jnp.sum(part.log_lik(theta)))
+
+            return loss_fn, num_examples
     args, kwargs = join_arguments(arrays, static)
     plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
     if batch is None:
         return lambda theta: -plate_model.log_joint(theta), plate_model.num_examples
     data_key, step, batch_size = batch
     num_examples = plate_model.num_examples
-    if not 1 <= batch_size <= num_examples:
-        raise ValueError(f"batch_size must be in [1, {num_examples}], got {batch_size}")
-    num_batches = num_examples // batch_size
-    epoch, index = jnp.divmod(step, num_batches)
-    permutation = jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
-    members = jax.lax.dynamic_slice(permutation, (index * batch_size,), (batch_size,))
+    _check_batch_size(batch_size, num_examples)
+    members = minibatch_indices(data_key, step, batch_size, num_examples)
     weights = jnp.zeros(num_examples, plate_model.init_theta.dtype)
     weights = weights.at[members].set(num_examples / batch_size)
     return lambda theta: -plate_model.log_joint(theta, weights), num_examples
+
+
+def _plan_minibatches(model, plate, args, kwargs, full: PlateModel) -> MinibatchPlan:
+    """Decide once whether minibatches can be gathered (O(B)) or must be weighted (O(N)).
+
+    Gathering indexes every array argument whose leading axis has length ``N``. That is
+    right when the plate's size follows those arrays and each of their rows belongs to
+    one example. Checked by tracing the model on a probe batch (examples ``N - 1`` and
+    ``0``, reversed): its plate must have 2 elements, its latents the same shapes, and
+    at the initial point and at a random one its log likelihood must equal the full
+    model's for those two examples and its prior term the full prior term. Any failure
+    (the plate's size is a Python number, an ``N``-long array is not per example, the
+    model raises on the slice) selects the weighted path, with the reason recorded.
+    """
+    arrays, _ = split_arguments(args, kwargs)
+    num_examples = full.num_examples
+    gathered = _leading_axis_mask(arrays, num_examples)
+
+    def fallback(reason):
+        return MinibatchPlan("weights", num_examples, gathered, reason)
+
+    if num_examples < 2:
+        return fallback("a single example")
+    if not any(gathered):
+        return fallback(f"no array argument has a leading axis of length N = {num_examples}")
+    probe = jnp.array([num_examples - 1, 0])
+    sliced = [
+        jnp.take(a, probe, axis=0) if g else a for a, g in zip(arrays, gathered, strict=True)
+    ]
+    _, static = split_arguments(args, kwargs)
+    probe_args, probe_kwargs = join_arguments(sliced, static)
+    theta0 = full.init_theta
+    points = (theta0, theta0 + 0.5 * jax.random.normal(jax.random.PRNGKey(0), theta0.shape))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            part = trace_model(
+                model, *probe_args, plate=plate, with_predictor=False, **probe_kwargs
+            )
+            if part.num_examples != 2 or part.plate != full.plate:
+                return fallback(
+                    f"the plate has {part.num_examples} elements when the array arguments "
+                    "have 2 rows: its size does not follow their leading axis"
+                )
+            if part.latent_shapes != full.latent_shapes:
+                return fallback("latent shapes change with the number of rows")
+            for theta in points:
+                expected = np.asarray(full.log_lik(theta))[np.asarray(probe)]
+                values = (np.asarray(part.log_lik(theta)), np.asarray(part.log_prior(theta)))
+                targets = (expected, np.asarray(full.log_prior(theta)))
+                for value, target in zip(values, targets, strict=True):
+                    tolerance = 1e-5 * (1 + np.max(np.abs(target), initial=0.0))
+                    if not np.allclose(value, target, rtol=1e-5, atol=tolerance, equal_nan=True):
+                        return fallback(
+                            "the model's log density on a slice of the rows differs from "
+                            "the full model's for those examples (an array with N rows is "
+                            "not per example)"
+                        )
+    except Exception as error:  # any failure on the slice means: do not gather
+        message = f"{type(error).__name__}: {error}"
+        return fallback(f"the model fails on a slice of its rows: {message[:200]}")
+    return MinibatchPlan("gather", num_examples, gathered)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2, 3))
@@ -114,14 +303,14 @@ def _blr_init(model, optimizer, plate, static, mean, arrays):
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def _blr_update(model, optimizer, plate, static, batch_size, state, arrays):
     batch = None if batch_size is None else (state.data_key, state.step, batch_size)
-    loss_fn, _ = _negative_log_joint(model, plate, static, arrays, batch)
+    loss_fn, _ = _negative_log_joint(model, plate, static, arrays, batch, state.minibatch)
     next_key, step_key = jax.random.split(state.rng_key)
     if _accepts(optimizer.update, "rng_key"):
         optim_state, info = optimizer.update(state.optim_state, loss_fn, rng_key=step_key)
     else:
         optim_state, info = optimizer.update(state.optim_state, loss_fn)
     step = None if state.step is None else state.step + 1
-    return BLRState(optim_state, next_key, step, state.data_key), info
+    return BLRState(optim_state, next_key, step, state.data_key, state.minibatch), info
 
 
 def check_positive_definite(precision: jax.Array, where: str) -> None:
@@ -179,8 +368,16 @@ class BLR:
         self.optimizer = optimizer
         self.plate = plate
 
-    def init(self, rng_key: jax.Array, *args: Any, **kwargs: Any) -> BLRState:
-        """Check the model (errors are raised here, before any fitting) and start."""
+    def init(
+        self, rng_key: jax.Array, *args: Any, batch_size: int | None = None, **kwargs: Any
+    ) -> BLRState:
+        """Check the model (errors are raised here, before any fitting) and start.
+
+        With ``batch_size``, also decide how minibatches are evaluated
+        (``state.minibatch``, a :class:`MinibatchPlan`; see :meth:`update`) and check
+        ``batch_size`` against ``N``. Without it that is done by the first :meth:`update`
+        with a ``batch_size``.
+        """
         plate_model = trace_model(
             self.model, *args, plate=self.plate, with_predictor=False, **kwargs
         )
@@ -193,10 +390,27 @@ class BLR:
                 f"guide latent size {mean.shape} differs from the model's "
                 f"{plate_model.init_theta.shape}"
             )
+        plan = None
+        if batch_size is not None:
+            _check_batch_size(operator.index(batch_size), plate_model.num_examples)
+            plan = _plan_minibatches(self.model, self.plate, args, kwargs, plate_model)
         arrays, static = split_arguments(args, kwargs)
         optim_state = _blr_init(self.model, self.optimizer, self.plate, static, mean, arrays)
         data_key = jax.random.fold_in(rng_key, 1)
-        return BLRState(optim_state, rng_key, jnp.zeros((), jnp.int32), data_key)
+        return BLRState(optim_state, rng_key, jnp.zeros((), jnp.int32), data_key, plan)
+
+    def _with_plan(self, state: BLRState, batch_size: int, args: tuple, kwargs: dict):
+        """``state`` with its :class:`MinibatchPlan` (made now if missing), ``B`` checked."""
+        plan = state.minibatch
+        if plan is None:
+            plate_model = trace_model(
+                self.model, *args, plate=self.plate, with_predictor=False, **kwargs
+            )
+            _check_batch_size(batch_size, plate_model.num_examples)
+            plan = _plan_minibatches(self.model, self.plate, args, kwargs, plate_model)
+            return state._replace(minibatch=plan)
+        _check_batch_size(batch_size, plan.num_examples)
+        return state
 
     def update(self, state: BLRState, *args: Any, batch_size: int | None = None, **kwargs: Any):
         """One optimizer step; returns ``(state, info)`` with ``info.loss``.
@@ -210,19 +424,30 @@ class BLR:
         *args, **kwargs
             The model's arguments (``batch_size`` is taken by this method, not passed on).
         batch_size : int, optional
-            Minibatch size ``B``: the loss is the prior plus ``N / B`` times the
-            log-likelihood terms of ``B`` examples, a fresh random permutation of the
-            examples each epoch of ``N // B`` steps (the last ``N mod B`` examples of a
-            permutation are skipped that epoch). Implemented by per-example weights
-            (``N / B`` on the batch, 0 elsewhere), so each step still evaluates all ``N``
-            log likelihoods: O(N) per step, it saves no compute, only gives the
-            stochastic-gradient behaviour. None: full batch.
+            Minibatch size ``B`` in ``[1, N]``: the loss is the prior plus ``N / B`` times
+            the log-likelihood terms of ``B`` examples, an unbiased estimate of the full
+            loss, so the fit targets the full-data posterior. Each epoch of ``ceil(N /
+            B)`` steps visits the examples in a fresh random order
+            (:func:`minibatch_indices`). None: full batch.
+
+            How a batch is evaluated is decided once (``state.minibatch``, a
+            :class:`MinibatchPlan`, made by :meth:`init` with ``batch_size`` or by the
+            first call here): ``"gather"`` when the model can run on the batch alone, the
+            usual case of a plate whose size is the leading axis of the data arrays
+            (``numpyro.plate("data", X.shape[0])``). Then every array argument whose
+            leading axis has length ``N`` is indexed by the batch, the model is traced on
+            those ``B`` rows and the step costs O(B). Otherwise (the plate's size is a
+            Python number, an array with ``N`` rows is not per example, the model fails
+            on a slice) the fallback ``"weights"`` runs the model on all ``N`` examples
+            and weights their terms (``N / B`` on the batch, 0 elsewhere): the same
+            batches and loss, but O(N) per step. ``state.minibatch.reason`` says why.
         """
         arrays, static = split_arguments(args, kwargs)
         if batch_size is not None:
             batch_size = operator.index(batch_size)
             if state.step is None or state.data_key is None:
                 raise ValueError("minibatches need a BLRState from BLR.init (step, data_key)")
+            state = self._with_plan(state, batch_size, args, kwargs)
         return _blr_update(
             self.model, self.optimizer, self.plate, static, batch_size, state, arrays
         )
@@ -235,11 +460,12 @@ class BLR:
     def run(
         self,
         rng_key: jax.Array,
-        num_steps: int,
+        num_steps: int | None,
         *args: Any,
         progress_bar: bool = True,
         init_state: BLRState | None = None,
         batch_size: int | None = None,
+        epochs: int | None = None,
         checkpoints: Sequence[int] | None = None,
         checkpoint_fn: Callable[[dict, int], Any] | None = None,
         **kwargs: Any,
@@ -247,6 +473,11 @@ class BLR:
         """Run up to ``num_steps`` steps, stopping early once the optimizer converges.
 
         ``batch_size``: minibatches of that size (see :meth:`update`); None: full batch.
+
+        ``epochs``: instead of ``num_steps`` (pass ``num_steps=None``), run ``epochs *
+        ceil(N / B)`` steps, each example seen at least once per epoch; without
+        ``batch_size`` an epoch is one full-batch step. Example:
+        ``blr.run(key, None, X, y, batch_size=256, epochs=5)``.
 
         ``checkpoints``: steps (counted from 1) after which ``checkpoint_fn(params, step)``
         is called on the current guide params, read off the optimizer's state (no extra
@@ -257,9 +488,34 @@ class BLR:
 
         Raises
         ------
+        ValueError
+            When both or neither of ``num_steps`` and ``epochs`` are given, or either is
+            below 1, or ``batch_size`` is outside ``[1, N]``.
         NotPositiveDefiniteError
             When the final precision is not positive definite.
         """
+        if num_steps is not None and epochs is not None:
+            raise ValueError(
+                f"pass num_steps or epochs, not both (got num_steps={num_steps}, "
+                f"epochs={epochs}); use num_steps=None with epochs"
+            )
+        if num_steps is None and epochs is None:
+            raise ValueError("num_steps is None: pass num_steps, or num_steps=None and epochs")
+        if batch_size is not None:
+            batch_size = operator.index(batch_size)
+        state = init_state
+        if epochs is not None:
+            epochs = operator.index(epochs)
+            if epochs < 1:
+                raise ValueError(f"epochs must be at least 1, got {epochs}")
+            steps_per_epoch = 1
+            if batch_size is not None:
+                if state is None:
+                    state = self.init(rng_key, *args, batch_size=batch_size, **kwargs)
+                else:
+                    state = self._with_plan(state, batch_size, args, kwargs)
+                steps_per_epoch = math.ceil(state.minibatch.num_examples / batch_size)
+            num_steps = epochs * steps_per_epoch
         if num_steps < 1:
             raise ValueError(f"num_steps must be at least 1, got {num_steps}")
         wanted = set() if checkpoints is None else {int(step) for step in checkpoints}
@@ -273,7 +529,8 @@ class BLR:
                 return loo(self.model, self.guide, params, *args, plate=self.plate, **kwargs)
 
         recorded = {}
-        state = self.init(rng_key, *args, **kwargs) if init_state is None else init_state
+        if state is None:
+            state = self.init(rng_key, *args, batch_size=batch_size, **kwargs)
         losses = []
         with tqdm(total=num_steps, disable=not progress_bar, desc="BLR") as bar:
             for step in range(1, num_steps + 1):

@@ -40,9 +40,10 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from numpyro_mpe.arviz import ELPDDataMPE, make_elpd_data
+from numpyro_mpe.conjugate import AutoConjugate, conjugate_loo
 from numpyro_mpe.gaussian import is_dense, precision_solve
 from numpyro_mpe.guide import AutoGaussian
-from numpyro_mpe.importance import importance_loo
+from numpyro_mpe.importance import ImportanceLOO, importance_loo
 from numpyro_mpe.model import Predictor, join_arguments, split_arguments, trace_model
 
 __all__ = ["loo"]
@@ -253,7 +254,7 @@ def _loo_core(mean, precision, arrays, *, model, static, plate, names, method):
 
 def loo(
     model: Callable,
-    guide: AutoGaussian,
+    guide: AutoGaussian | AutoConjugate,
     params: dict,
     *args: Any,
     method: str = "cavity",
@@ -262,16 +263,22 @@ def loo(
     importance: str | ArrayLike = "poor",
     num_samples: int = 1000,
     seed: int = 0,
+    groups: ArrayLike | None = None,
     **kwargs: Any,
 ) -> ELPDDataMPE:
     """Bayesian leave-one-out predictive densities ``log p(y_i | y_-i)`` by MPE.
+
+    With ``groups``, leave-one-group-out instead: one ``log p(y_G | y_-G)`` per group
+    (:mod:`numpyro_mpe.group_loo`).
 
     Parameters
     ----------
     model : callable
         The NumPyro model.
-    guide : AutoGaussian
-        Its fitted guide.
+    guide : AutoGaussian or AutoConjugate
+        Its fitted guide. With :class:`~numpyro_mpe.conjugate.AutoConjugate` the result
+        is exact (:func:`~numpyro_mpe.conjugate.conjugate_loo`) and the method options
+        do not apply.
     params : dict
         Guide params (from :meth:`BLR.run`, :func:`perturb`, or any iteration).
     *args, **kwargs
@@ -294,12 +301,22 @@ def loo(
         For ``method="is"``: importance draws per example.
     seed : int
         For ``method="is"``: seed of the draws.
+    groups : array_like, shape (N,), optional
+        A group label per example (county, class, subject, ...): leave one group out.
+        ``method="cavity"`` is the closed form of the group's MPE cavity (exact for
+        Gaussian-linear terms), ``"paper"`` keeps the full-data precision, ``"is"`` adds
+        an importance-sampled correction for the group's non-quadratic log likelihood
+        (``num_samples`` draws per group; ``importance`` is ignored).
 
     Returns
     -------
     ELPDDataMPE
         ``elpd_i`` over the plate's coordinate, ``p = sum(lppd_i - elpd_i)``, ``se``,
-        ``reliability``; accepted by ``az.compare``.
+        ``reliability``; accepted by ``az.compare``. With ``groups``: over a ``group``
+        coordinate holding the labels, plus ``example_elpd`` (``log p(y_i |
+        y_{-G(i)})`` over the plate, with a predictor), ``group_log_loss`` (its negative
+        mean per group: the leave-one-class-out loss for classifiers) and
+        ``group_of_example``.
 
     Warns
     -----
@@ -312,9 +329,18 @@ def loo(
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if not 0 < reliability_threshold <= 1:
         raise ValueError(f"reliability_threshold must be in (0, 1], got {reliability_threshold}")
+    if isinstance(guide, AutoConjugate):
+        if groups is not None:
+            raise ValueError("groups is not supported with AutoConjugate; use AutoGaussian")
+        return conjugate_loo(model, guide, params, *args, plate=plate, **kwargs)
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
     mean, precision = guide.mean_precision(params)
     names = None if plate_model.predictor is None else plate_model.predictor.names
+    arrays, static = split_arguments(args, kwargs)
+    if groups is not None:
+        return _leave_group_out(
+            groups, plate_model, guide, mean, precision, arrays, static, names, locals()
+        )
     if names is None:
         size = plate_model.num_examples * plate_model.num_latents**2 * mean.dtype.itemsize
         if size > _MAX_HESSIAN_BYTES:
@@ -325,7 +351,6 @@ def loo(
             )
     if method == "is":  # check the argument before any work
         _importance_indices(importance, reliability_threshold, None, plate_model)
-    arrays, static = split_arguments(args, kwargs)
     elpd, lppd, reliability = _loo_core(
         mean,
         precision,
@@ -356,6 +381,59 @@ def loo(
         importance=None
         if importance_result is None
         else (selected, importance_result, num_samples),
+    )
+
+
+def _leave_group_out(groups, plate_model, guide, mean, precision, arrays, static, names, options):
+    # group_loo builds on this module's integration rules: import it here, not at the top.
+    from numpyro_mpe.group_loo import group_codes, group_loo_core
+
+    labels, codes = group_codes(groups, plate_model.num_examples)
+    size = len(labels) * plate_model.num_latents**2 * mean.dtype.itemsize
+    if size > _MAX_HESSIAN_BYTES:
+        raise ValueError(
+            f"leave-group-out needs per-group Hessians of {size / 2**30:.1f} GiB "
+            f"({len(labels)} groups x {plate_model.num_latents}^2)"
+        )
+    result = group_loo_core(
+        mean,
+        precision,
+        jnp.asarray(codes),
+        arrays,
+        options["seed"],
+        model=options["model"],
+        static=static,
+        plate=options["plate"],
+        names=names,
+        method=options["method"],
+        num_groups=len(labels),
+        num_samples=options["num_samples"],
+    )
+    importance = None
+    if result.pareto_k is not None:
+        importance = (
+            np.arange(len(labels)),
+            ImportanceLOO(
+                elpd=result.elpd,
+                pareto_k=result.pareto_k,
+                mcse=result.mcse,
+                shared_mcse=jnp.zeros(()),
+                mpe_proposal=result.reliability < 1.0,
+            ),
+            options["num_samples"],
+        )
+    used = options["method"] if options["method"] != "cavity" else "group-cavity"
+    return make_elpd_data(
+        result.elpd,
+        result.lppd,
+        result.reliability,
+        dim="group",
+        coords=labels,
+        threshold=options["reliability_threshold"],
+        method=used,
+        covariance=guide.covariance,
+        importance=importance,
+        groups=(plate_model.plate, codes, result.example_elpd, result.newton_decrement),
     )
 
 

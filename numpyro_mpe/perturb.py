@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,9 @@ from numpyro_mpe.gaussian import is_dense, precision_solve
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.infer import check_positive_definite
 from numpyro_mpe.model import join_arguments, split_arguments, trace_model
+
+if TYPE_CHECKING:
+    from numpyro_mpe.conjugate import AutoConjugate
 
 __all__ = ["perturb", "removal_weights"]
 
@@ -73,6 +76,21 @@ def removal_weights(remove: ArrayLike, num_examples: int) -> jax.Array:
     raise TypeError(f"remove must hold integers, booleans or floats, got {array.dtype}")
 
 
+def _group_mask(remove: ArrayLike, groups: ArrayLike, num_examples: int) -> np.ndarray:
+    """Boolean mask ``(N,)`` of the examples whose group label is in ``remove``."""
+    labels = np.asarray(groups)
+    if labels.shape != (num_examples,):
+        raise ValueError(
+            f"groups must hold one label per example, shape ({num_examples},); got shape "
+            f"{labels.shape}"
+        )
+    wanted = np.atleast_1d(np.asarray(remove))
+    missing = wanted[~np.isin(wanted, labels)]
+    if missing.size:
+        raise ValueError(f"group {missing[0].item()!r} is not among the labels in groups")
+    return np.isin(labels, wanted)
+
+
 def perturb_mean_precision(
     mean: jax.Array,
     precision: jax.Array,
@@ -103,21 +121,27 @@ def _perturb_core(mean, precision, eps, arrays, *, model, static, plate):
 
 def perturb(
     model: Callable,
-    guide: AutoGaussian,
+    guide: AutoGaussian | AutoConjugate,
     params: dict,
     remove: ArrayLike,
     *args: Any,
     plate: str | None = None,
+    groups: ArrayLike | None = None,
     **kwargs: Any,
 ) -> dict:
     """Guide params of the posterior without the examples in ``remove``.
+
+    With ``groups`` (a label per example), ``remove`` names whole groups: one MPE step
+    with the groups' summed gradient and Hessian (exact division for Gaussian-linear
+    terms).
 
     Parameters
     ----------
     model : callable
         The NumPyro model the guide was fitted to.
-    guide : AutoGaussian
-        Its guide.
+    guide : AutoGaussian or AutoConjugate
+        Its guide (with :class:`~numpyro_mpe.conjugate.AutoConjugate`, exact division of
+        the conjugate posterior's natural parameters).
     params : dict
         Fitted guide params (e.g. ``BLR.run(...).params``).
     remove : array_like
@@ -127,6 +151,8 @@ def perturb(
         The model's arguments.
     plate : str, optional
         The plate of examples.
+    groups : array_like, shape (N,), optional
+        A group label per example; ``remove`` is then a label or a list of labels.
 
     Returns
     -------
@@ -139,7 +165,15 @@ def perturb(
         When the perturbed precision is not positive definite (the removed examples
         carry all the information about some direction of ``theta``).
     """
+    from numpyro_mpe.conjugate import AutoConjugate, conjugate_perturb  # imports this module
+
+    if isinstance(guide, AutoConjugate):
+        if groups is not None:
+            remove = _group_mask(remove, groups, np.shape(groups)[0])
+        return conjugate_perturb(model, guide, params, remove, *args, plate=plate, **kwargs)
     plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
+    if groups is not None:
+        remove = _group_mask(remove, groups, plate_model.num_examples)
     eps = removal_weights(remove, plate_model.num_examples)
     mean, precision = guide.mean_precision(params)
     arrays, static = split_arguments(args, kwargs)

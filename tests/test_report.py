@@ -1,0 +1,315 @@
+"""The HTML report and the per-example sensitivity behind it."""
+
+from __future__ import annotations
+
+import base64
+from html.parser import HTMLParser
+
+import jax
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from conftest import laplace_fit, linear_model, logistic_model
+
+import numpyro_mpe as mpe
+from numpyro_mpe import sensitivity as sensitivity_module
+from numpyro_mpe.datasets import load_wells
+from numpyro_mpe.report import gaussian_draws, report
+from numpyro_mpe.sensitivity import latent_names, sensitivity
+
+SECTIONS = {"summary", "influential", "pointwise", "posterior-shift"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DATA_URI = "data:image/png;base64,"
+
+
+class _Document(HTMLParser):
+    """Section ids, image sources and the header cells of each table."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections: list[str] = []
+        self.ids: set[str] = set()
+        self.images: list[str] = []
+        self.headers: list[str] = []
+        self.text: list[str] = []
+        self._in_header = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "section":
+            self.sections.append(attrs.get("id"))
+        elif tag == "img":
+            self.images.append(attrs.get("src", ""))
+        elif tag == "th":
+            self._in_header = True
+
+    def handle_endtag(self, tag):
+        if tag == "th":
+            self._in_header = False
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_header:
+            self.headers.append(data)
+
+
+def parse(path) -> _Document:
+    document = _Document()
+    document.feed(path.read_text(encoding="utf-8"))
+    document.close()
+    return document
+
+
+def assert_png_images(document: _Document) -> None:
+    assert document.images
+    for source in document.images:
+        assert source.startswith(DATA_URI)
+        payload = base64.b64decode(source[len(DATA_URI) :], validate=True)
+        assert payload.startswith(PNG_SIGNATURE)
+
+
+def dist_only_model(X, y=None):
+    """Logistic regression on the first two columns of X only (intercept, dist100)."""
+    logistic_model(X[:, :2], y)
+
+
+@pytest.fixture(scope="module")
+def wells_subset():
+    """Logistic regression on the first 500 wells households: ``(X, y, guide, params)``."""
+    wells = load_wells()
+    X = wells.design("dist100", "arsenic")[:500]
+    y = wells.switch[:500]
+    guide, result = laplace_fit(logistic_model, X, y)
+    return X, y, guide, result.params
+
+
+# --------------------------------------------------------------------------- sensitivity
+
+
+@pytest.mark.parametrize("covariance", ["dense", "diag"])
+def test_sensitivity_equals_perturb(kidiq, x64, covariance):
+    X, y = kidiq
+    guide, result = laplace_fit(linear_model, X, y, covariance=covariance)
+    sens = sensitivity(linear_model, guide, result.params, X, y)
+    mean, precision = guide.mean_precision(result.params)
+    for i in (0, 17, 433):
+        perturbed = mpe.perturb(linear_model, guide, result.params, [i], X, y)
+        # Same formula, different code path (one removed example, dense Hessian of the
+        # removed loss): agreement to rounding, far inside 1e-8.
+        np.testing.assert_allclose(
+            np.asarray(guide.mean_precision(perturbed)[0]) - np.asarray(mean),
+            sens.shift[i],
+            rtol=1e-8,
+            atol=1e-12,
+        )
+    assert not np.asarray(sens.first_order).any()
+    variance = np.diag(np.linalg.inv(precision)) if covariance == "dense" else 1 / precision
+    np.testing.assert_allclose(sens.posterior_sd, np.sqrt(variance), rtol=1e-10)
+
+
+def test_sensitivity_equals_closed_form_refit(kidiq_fit):
+    X, y, guide, result = kidiq_fit
+    sigma, prior_scale = 18.0, 10.0  # linear_model's defaults
+
+    def posterior_mean(keep):
+        precision = X[keep].T @ X[keep] / sigma**2 + np.eye(X.shape[1]) / prior_scale**2
+        return np.linalg.solve(precision, X[keep].T @ y[keep] / sigma**2)
+
+    sens = sensitivity(linear_model, guide, result.params, X, y)
+    full = posterior_mean(np.ones(len(y), bool))
+    for i in (0, 5, 111, 400):
+        keep = np.arange(len(y)) != i
+        # Conjugate case: MPE is exact posterior division. The Newton mean agrees with the
+        # closed form to ~1e-12 absolute, hence the atol on shifts of size ~1e-2.
+        np.testing.assert_allclose(
+            sens.shift[i], posterior_mean(keep) - full, rtol=1e-8, atol=1e-10
+        )
+    # Summaries are consistent with the shift.
+    _, precision = guide.mean_precision(result.params)
+    shift = np.asarray(sens.shift)
+    np.testing.assert_allclose(
+        sens.mahalanobis, np.sqrt(np.einsum("np,pq,nq->n", shift, precision, shift)), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        sens.max_abs_standardized_shift,
+        np.abs(shift / np.asarray(sens.posterior_sd)).max(axis=1),
+        rtol=1e-12,
+    )
+    # The Normal's predictor is the location X beta, linear: J_i delta_i = X_i delta_i.
+    np.testing.assert_allclose(
+        sens.prediction_shift[:, 0], np.einsum("np,np->n", X, shift), rtol=1e-10, atol=1e-12
+    )
+    assert sens.names == ("beta[0]", "beta[1]", "beta[2]")
+    assert sens.plate == "data"
+
+
+def two_observed_sites(x, y):
+    """Two observed sites in the plate: no single predictor, the parameter-space form."""
+    a = numpyro.sample("a", dist.Normal(80, 20))
+    b = numpyro.sample("b", dist.Normal(0, 20))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(30))
+    with numpyro.plate("data", x.shape[0]):
+        numpyro.sample("y", dist.Normal(a + b * x, sigma), obs=y)
+        numpyro.sample("y_again", dist.Normal(a, 50.0), obs=y)
+
+
+def test_sensitivity_without_predictor(kidiq, x64):
+    X, y = kidiq
+    x = X[:60, 2] - X[:60, 2].mean()
+    # Any Gaussian will do (no fit needed): sensitivity and perturb apply the same MPE
+    # formula at (m, S); here S is the Hessian of the negative log joint at m.
+    guide = mpe.AutoGaussian(two_observed_sites)
+    plate_model = mpe.trace_model(two_observed_sites, x, y[:60])
+    mean = np.array([85.0, 5.0, np.log(18.0)])
+    precision = -jax.jit(jax.hessian(plate_model.log_joint))(mean)
+    params = guide.params_from_mean_precision(mean, precision)
+    sens = sensitivity(two_observed_sites, guide, params, x, y[:60])
+    assert sens.prediction_shift is None
+    assert sens.names == ("a", "b", "sigma")
+    perturbed = mpe.perturb(two_observed_sites, guide, params, [3], x, y[:60])
+    np.testing.assert_allclose(
+        np.asarray(guide.mean_precision(perturbed)[0]) - np.asarray(mean),
+        sens.shift[3],
+        rtol=1e-8,
+        atol=1e-12,
+    )
+
+
+def test_latent_names_follow_model_site_order():
+    assert latent_names({"sigma": (), "beta": (2,), "L": (2, 2)}) == (
+        "sigma",
+        "beta[0]",
+        "beta[1]",
+        "L[0,0]",
+        "L[0,1]",
+        "L[1,0]",
+        "L[1,1]",
+    )
+
+
+def test_sensitivity_refuses_huge_hessians(kidiq, monkeypatch):
+    X, y = kidiq
+    guide = mpe.AutoGaussian(linear_model)
+    params = guide.params_from_mean_precision(np.zeros(3), np.eye(3))  # checked before use
+    monkeypatch.setattr(sensitivity_module, "_MAX_HESSIAN_BYTES", 100)
+    with pytest.raises(ValueError, match=r"per-example Hessians .* \(434 x 3\^2\)"):
+        sensitivity(linear_model, guide, params, X, y)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_gaussian_draws(x64, dense):
+    mean = np.array([1.0, -2.0])
+    precision = np.array([[2.0, 0.5], [0.5, 1.0]]) if dense else np.array([2.0, 0.25])
+    draws, log_q = gaussian_draws(jax.random.PRNGKey(1), mean, precision, 4000)
+    if dense:
+        expected = dist.MultivariateNormal(mean, precision_matrix=precision)
+        covariance = np.linalg.inv(precision)
+    else:
+        expected = dist.Normal(mean, 1 / np.sqrt(precision)).to_event(1)
+        covariance = np.diag(1 / precision)
+    np.testing.assert_allclose(log_q, expected.log_prob(draws), rtol=1e-12)
+    # 4000 draws: Monte Carlo sd of each moment below 0.05; 0.15 is three of them.
+    np.testing.assert_allclose(np.mean(draws, axis=0), mean, atol=0.15)
+    np.testing.assert_allclose(np.cov(np.asarray(draws).T), covariance, atol=0.15)
+
+
+def test_report_sections_and_images(wells_subset, tmp_path):
+    X, y, guide, params = wells_subset
+    wells = load_wells()
+    data = {"switch": y, "dist": wells.dist[:500], "arsenic": wells.arsenic[:500]}
+    path = report(logistic_model, guide, params, X, y, path=tmp_path / "wells.html", data=data)
+    assert path == tmp_path / "wells.html"
+    document = parse(path)
+    assert set(document.sections) == SECTIONS
+    assert "comparison" not in document.ids
+    assert_png_images(document)
+    for column in ("switch", "dist", "arsenic", "elpd_i (MPE)", "reliability", "Pareto k"):
+        assert column in document.headers
+    text = "".join(document.text)
+    assert "PSIS-LOO (2000 Laplace draws)" in text
+    assert "beta[2]" in text
+
+
+def test_report_comparison_section(wells_subset, tmp_path):
+    X, y, guide, params = wells_subset
+    other_guide, other = laplace_fit(dist_only_model, X, y)
+    path = report(
+        logistic_model,
+        guide,
+        params,
+        X,
+        y,
+        path=tmp_path / "compare.html",
+        top=3,
+        models={"dist only <b>": (dist_only_model, other_guide, other.params)},
+    )
+    document = parse(path)
+    assert set(document.sections) == SECTIONS | {"comparison"}
+    assert_png_images(document)
+    html_text = path.read_text(encoding="utf-8")
+    assert "dist only &lt;b&gt;" in html_text  # model names are escaped
+    # Default data columns: the model's array arguments with one row per example.
+    assert {"X[0]", "X[1]", "X[2]", "y"} <= set(document.headers)
+
+
+def test_report_shows_warnings_instead_of_raising(wells_subset, tmp_path):
+    # Example 7 alone informs beta[2] with a noise sd of 1 against a prior sd of 10: its
+    # reliability is ~0.99, so loo warns; the report must show that, not raise it. (The
+    # wells shapes, (500, 3), reuse the compiled PSIS kernel of the other tests.)
+    X_wells, y, _, _ = wells_subset
+    X = X_wells.copy()
+    X[:, 2] = 0.0
+    X[7, 2] = 1.0
+    guide, result = laplace_fit(linear_model, X, y, sigma=1.0)
+    path = report(
+        linear_model, guide, result.params, X, y, path=tmp_path / "r.html", top=2, sigma=1.0
+    )
+    document = parse(path)
+    assert set(document.sections) == SECTIONS
+    text = "".join(document.text)
+    assert "ReliabilityWarning" in text
+    assert ">= 1 (improper cavity): 0" in text
+
+
+def test_report_rejects_bad_arguments(wells_subset, tmp_path):
+    X, y, guide, params = wells_subset
+    with pytest.raises(ValueError, match="top must be a positive integer, got 0"):
+        report(logistic_model, guide, params, X, y, path=tmp_path / "r.html", top=0)
+    with pytest.raises(ValueError, match=r"data column 'dist' has shape \(3\,\)"):
+        report(
+            logistic_model, guide, params, X, y, path=tmp_path / "r.html", data={"dist": [1, 2, 3]}
+        )
+    table = np.zeros(3, dtype=[("dist", float), ("switch", float)])
+    with pytest.raises(ValueError, match=r"data column 'dist' has shape \(3\,\)"):
+        report(logistic_model, guide, params, X, y, path=tmp_path / "r.html", data=table)
+    with pytest.raises(TypeError, match="data must be a mapping"):
+        report(logistic_model, guide, params, X, y, path=tmp_path / "r.html", data=[1, 2])
+
+
+def test_report_comparison_needs_same_examples(wells_subset, tmp_path):
+    X, y, guide, params = wells_subset
+
+    def fewer(X, y=None):
+        beta = numpyro.sample("beta", dist.Normal(0, 1).expand([3]).to_event(1))
+        with numpyro.plate("data", 100):
+            numpyro.sample("y", dist.Bernoulli(logits=X[:100] @ beta), obs=y[:100])
+
+    with pytest.raises(
+        ValueError, match="model 'fewer' in models has 100 examples, this model 500"
+    ):
+        report(
+            logistic_model,
+            guide,
+            params,
+            X,
+            y,
+            path=tmp_path / "r.html",
+            top=2,
+            models={"fewer": (fewer, guide, params)},
+        )
