@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import sys
 from html.parser import HTMLParser
 
 import jax
@@ -13,7 +14,6 @@ import pytest
 from conftest import laplace_fit, linear_model, logistic_model
 
 import numpyro_mpe as mpe
-from numpyro_mpe import sensitivity as sensitivity_module
 from numpyro_mpe.datasets import load_wells
 from numpyro_mpe.report import gaussian_draws, report
 from numpyro_mpe.sensitivity import latent_names, sensitivity
@@ -194,7 +194,8 @@ def test_sensitivity_refuses_huge_hessians(kidiq, monkeypatch):
     X, y = kidiq
     guide = mpe.AutoGaussian(linear_model)
     params = guide.params_from_mean_precision(np.zeros(3), np.eye(3))  # checked before use
-    monkeypatch.setattr(sensitivity_module, "_MAX_HESSIAN_BYTES", 100)
+    # numpyro_mpe.sensitivity is the function; the module is in sys.modules.
+    monkeypatch.setattr(sys.modules["numpyro_mpe.sensitivity"], "_MAX_HESSIAN_BYTES", 100)
     with pytest.raises(ValueError, match=r"per-example Hessians .* \(434 x 3\^2\)"):
         sensitivity(linear_model, guide, params, X, y)
 

@@ -227,21 +227,27 @@ def _spd(draw_matrix, eigenvalues):
     return (q * eigenvalues) @ q.T
 
 
-@settings(deadline=None, max_examples=200)
+@settings(deadline=None, max_examples=200, derandomize=True)
 @given(
     size=st.integers(1, 5),
     data=st.data(),
     rate=st.floats(0.0, 1.0),
 )
 def test_iblr_dense_precision_update_stays_positive_definite(size, data, rate):
-    """``S' >= S / 2`` for SPD ``S`` (eigenvalues 1e-3..1e3) and any symmetric estimate
-    with entries up to 1e6 in magnitude (indefinite in general)."""
+    """``S' >= S / 2`` for SPD ``S`` (eigenvalues 1e-2..1e2) and any symmetric estimate
+    with entries up to 1e3 in magnitude (indefinite in general).
+
+    The bound holds in exact arithmetic for any sizes; the ranges keep the condition
+    number of ``S'`` below about 1e12, so that float64 can represent the ``S / 2`` floor
+    beside the ``G S^-1 G / 2`` term (with entries 1e6 and eigenvalues 1e-3 it is 1e16
+    times larger and rounds the floor away).
+    """
     elements = st.floats(-1.0, 1.0, allow_nan=False)
     basis = data.draw(hnp.arrays(np.float64, (size, size), elements=elements))
     basis = basis + 3 * np.eye(size)  # full rank for the QR
-    eigenvalues = data.draw(hnp.arrays(np.float64, size, elements=st.floats(-3.0, 3.0)))
+    eigenvalues = data.draw(hnp.arrays(np.float64, size, elements=st.floats(-2.0, 2.0)))
     precision = _spd(basis, 10.0**eigenvalues)
-    raw = data.draw(hnp.arrays(np.float64, (size, size), elements=st.floats(-1e6, 1e6)))
+    raw = data.draw(hnp.arrays(np.float64, (size, size), elements=st.floats(-1e3, 1e3)))
     estimate = 0.5 * (raw + raw.T)
     with jax.enable_x64(True):
         new = np.asarray(iblr_dense_precision_update(precision, estimate, rate))
