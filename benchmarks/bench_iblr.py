@@ -57,6 +57,7 @@ from numpyro.infer.util import log_density  # noqa: E402
 import numpyro_mpe as mpe  # noqa: E402
 from numpyro_mpe.infer import MinibatchPlan, _blr_update, minibatch_indices  # noqa: E402
 from numpyro_mpe.model import split_arguments  # noqa: E402
+from numpyro_mpe.rows import plan_row_slicing  # noqa: E402
 
 # ``numpyro_mpe.loo`` the attribute is the function; the module holds the jitted core.
 _loo_module = importlib.import_module("numpyro_mpe.loo")
@@ -242,6 +243,9 @@ def run(n: int, d: int, batch_size: int, step_repeats: int, loo_repeats: int, dt
 
     plate_model = mpe.trace_model(model, X, y)
     names = plate_model.predictor.names
+    # As mpe.loo does for P > 8: the predictor's Jacobian row by row (O(N K P)).
+    row_plan = plan_row_slicing(model, None, (X, y), {}, plate_model)
+    out["loo_rows"] = row_plan.path
 
     def loo_core():
         return _loo_module._loo_core(
@@ -253,6 +257,7 @@ def run(n: int, d: int, batch_size: int, step_repeats: int, loo_repeats: int, dt
             plate=None,
             names=names,
             method="cavity",
+            gathered=row_plan.gathered if row_plan.path == "gather" else None,
         )
 
     def loo_public():

@@ -7,7 +7,6 @@ import math
 import operator
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -19,8 +18,9 @@ from numpyro import handlers
 from tqdm.auto import tqdm
 
 from numpyro_mpe.guide import AutoGaussian
-from numpyro_mpe.model import PlateModel, join_arguments, split_arguments, trace_model
+from numpyro_mpe.model import ModelError, join_arguments, split_arguments, trace_model
 from numpyro_mpe.optim import NaturalGradientOptimizer
+from numpyro_mpe.rows import MinibatchPlan, gather_rows, leading_axis_mask, plan_row_slicing
 
 __all__ = [
     "BLR",
@@ -34,37 +34,6 @@ __all__ = [
 
 class NotPositiveDefiniteError(ValueError):
     """The fitted precision is not positive definite: the Gaussian is not a posterior."""
-
-
-@jax.tree_util.register_static
-@dataclass(frozen=True)
-class MinibatchPlan:
-    """How :meth:`BLR.update` evaluates a minibatch, decided once per fit.
-
-    A static pytree node (no array leaves): it rides in :class:`BLRState` through ``jit``
-    as part of the state's structure, so the choice costs nothing per step.
-
-    Attributes
-    ----------
-    path : {"gather", "weights"}
-        ``"gather"``: the model runs on the ``B`` examples of the batch only (array
-        arguments whose leading axis has length ``N`` are indexed by the batch), O(B) per
-        step. ``"weights"``: the fallback, the model runs on all ``N`` examples and the
-        per-example terms are weighted (``N / B`` on the batch, 0 elsewhere), O(N) per
-        step; the same batches and the same loss up to float rounding.
-    num_examples : int
-        ``N``, the plate size of the full data.
-    gathered : tuple of bool
-        Per array argument (in :func:`~numpyro_mpe.model.split_arguments` order), whether
-        it is indexed by the batch.
-    reason : str
-        Why the fallback is used (empty for ``"gather"``).
-    """
-
-    path: str
-    num_examples: int
-    gathered: tuple[bool, ...]
-    reason: str = ""
 
 
 class BLRState(NamedTuple):
@@ -187,128 +156,114 @@ def _check_batch_size(batch_size: int, num_examples: int) -> None:
         raise ValueError(f"batch_size must be in [1, {num_examples}], got {batch_size}")
 
 
-def _leading_axis_mask(arrays: list, num_examples: int) -> tuple[bool, ...]:
-    return tuple(jnp.ndim(a) >= 1 and jnp.shape(a)[0] == num_examples for a in arrays)
+def _selected_terms(model, plate, static, arrays, batch=None, plan=None, with_predictor=False):
+    """The model view a step evaluates, each likelihood term's weight, and ``N``.
 
-
-def _negative_log_joint(model, plate, static, arrays, batch=None, plan=None):
-    """``theta -> -log p(theta, y)``, or with ``batch = (key, step, B)`` its estimate.
-
-    The estimate is the prior plus ``N / B`` times the log likelihood of the ``B``
-    examples of :func:`minibatch_indices`. With a ``plan`` whose path is ``"gather"`` (and
-    arrays shaped as when it was made) the model runs on the batch's rows only, O(B);
-    otherwise all ``N`` log likelihoods are weighted (``N / B`` on the batch, 0
-    elsewhere), O(N).
+    Full batch (``batch`` None): all ``N`` terms, weight 1. With ``batch = (key, step,
+    B)``, the ``B`` examples of :func:`minibatch_indices`, weight ``N / B``: with a
+    ``plan`` whose path is ``"gather"`` (and arrays shaped as when it was made) the model
+    runs on the batch's rows only, O(B); otherwise all ``N`` terms are weighted (``N / B``
+    on the batch, 0 elsewhere), O(N).
     """
     if batch is not None and plan is not None and plan.path == "gather":
         num_examples = plan.num_examples
-        if _leading_axis_mask(arrays, num_examples) == plan.gathered:
+        if leading_axis_mask(arrays, num_examples) == plan.gathered:
             data_key, step, batch_size = batch
             members = minibatch_indices(data_key, step, batch_size, num_examples)
-            arrays = [
-                jnp.take(a, members, axis=0) if gathered else a
-                for a, gathered in zip(arrays, plan.gathered, strict=True)
-            ]
-            args, kwargs = join_arguments(arrays, static)
-            part = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
-            scale = num_examples / batch_size
-
-            def loss_fn(theta):
-                return -(part.log_prior(theta) + scale * jnp.sum(part.log_lik(theta)))
-
-            return loss_fn, num_examples
+            args, kwargs = join_arguments(gather_rows(arrays, plan, members), static)
+            part = trace_model(model, *args, plate=plate, with_predictor=with_predictor, **kwargs)
+            return part, num_examples / batch_size, num_examples
     args, kwargs = join_arguments(arrays, static)
-    plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
-    if batch is None:
-        return lambda theta: -plate_model.log_joint(theta), plate_model.num_examples
-    data_key, step, batch_size = batch
+    plate_model = trace_model(model, *args, plate=plate, with_predictor=with_predictor, **kwargs)
     num_examples = plate_model.num_examples
+    if batch is None:
+        return plate_model, 1.0, num_examples
+    data_key, step, batch_size = batch
     _check_batch_size(batch_size, num_examples)
     members = minibatch_indices(data_key, step, batch_size, num_examples)
     weights = jnp.zeros(num_examples, plate_model.init_theta.dtype)
-    weights = weights.at[members].set(num_examples / batch_size)
-    return lambda theta: -plate_model.log_joint(theta, weights), num_examples
+    return plate_model, weights.at[members].set(num_examples / batch_size), num_examples
 
 
-def _plan_minibatches(model, plate, args, kwargs, full: PlateModel) -> MinibatchPlan:
-    """Decide once whether minibatches can be gathered (O(B)) or must be weighted (O(N)).
+def _negative_log_joint(model, plate, static, arrays, batch=None, plan=None):
+    """``theta -> -log p(theta, y)``, or with ``batch = (key, step, B)`` its estimate
+    (the prior plus ``N / B`` times the batch's log likelihood; see
+    :func:`_selected_terms`), and ``N``."""
+    part, weights, num_examples = _selected_terms(model, plate, static, arrays, batch, plan)
 
-    Gathering indexes every array argument whose leading axis has length ``N``. That is
-    right when the plate's size follows those arrays and each of their rows belongs to
-    one example. Checked by tracing the model on a probe batch (examples ``N - 1`` and
-    ``0``, reversed): its plate must have 2 elements, its latents the same shapes, and
-    at the initial point and at a random one its log likelihood must equal the full
-    model's for those two examples and its prior term the full prior term. Any failure
-    (the plate's size is a Python number, an ``N``-long array is not per example, the
-    model raises on the slice) selects the weighted path, with the reason recorded.
-    """
-    arrays, _ = split_arguments(args, kwargs)
-    num_examples = full.num_examples
-    gathered = _leading_axis_mask(arrays, num_examples)
+    def loss_fn(theta):
+        return -(part.log_prior(theta) + jnp.sum(weights * part.log_lik(theta)))
 
-    def fallback(reason):
-        return MinibatchPlan("weights", num_examples, gathered, reason)
-
-    if num_examples < 2:
-        return fallback("a single example")
-    if not any(gathered):
-        return fallback(f"no array argument has a leading axis of length N = {num_examples}")
-    probe = jnp.array([num_examples - 1, 0])
-    sliced = [
-        jnp.take(a, probe, axis=0) if g else a for a, g in zip(arrays, gathered, strict=True)
-    ]
-    _, static = split_arguments(args, kwargs)
-    probe_args, probe_kwargs = join_arguments(sliced, static)
-    theta0 = full.init_theta
-    points = (theta0, theta0 + 0.5 * jax.random.normal(jax.random.PRNGKey(0), theta0.shape))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            part = trace_model(
-                model, *probe_args, plate=plate, with_predictor=False, **probe_kwargs
-            )
-            if part.num_examples != 2 or part.plate != full.plate:
-                return fallback(
-                    f"the plate has {part.num_examples} elements when the array arguments "
-                    "have 2 rows: its size does not follow their leading axis"
-                )
-            if part.latent_shapes != full.latent_shapes:
-                return fallback("latent shapes change with the number of rows")
-            for theta in points:
-                expected = np.asarray(full.log_lik(theta))[np.asarray(probe)]
-                values = (np.asarray(part.log_lik(theta)), np.asarray(part.log_prior(theta)))
-                targets = (expected, np.asarray(full.log_prior(theta)))
-                for value, target in zip(values, targets, strict=True):
-                    tolerance = 1e-5 * (1 + np.max(np.abs(target), initial=0.0))
-                    if not np.allclose(value, target, rtol=1e-5, atol=tolerance, equal_nan=True):
-                        return fallback(
-                            "the model's log density on a slice of the rows differs from "
-                            "the full model's for those examples (an array with N rows is "
-                            "not per example)"
-                        )
-    except Exception as error:  # any failure on the slice means: do not gather
-        message = f"{type(error).__name__}: {error}"
-        return fallback(f"the model fails on a slice of its rows: {message[:200]}")
-    return MinibatchPlan("gather", num_examples, gathered)
+    return loss_fn, num_examples
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _blr_init(model, optimizer, plate, static, mean, arrays):
+def _gauss_newton_fn(model, plate, static, arrays, names, batch=None, plan=None):
+    """``theta -> (P, P)``: the exact Hessian of the negative log prior plus the
+    generalised Gauss-Newton matrix ``sum_i w_i J_i^T Lambda_i J_i`` of the (selected,
+    weighted) likelihood terms, with ``J_i = d f_i / d theta`` the predictor's Jacobian
+    and ``Lambda_i = d^2 l_i / d f^2``. ``names``: the predictor's parameter names
+    (:func:`_predictor_names`, found outside ``jit``)."""
+    part, weights, _ = _selected_terms(
+        model, plate, static, arrays, batch, plan, with_predictor=names
+    )
+    predictor = part.predictor
+
+    def gauss_newton(theta):
+        f = predictor.fn(theta)
+
+        def total_loss(f_):
+            return -jnp.sum(predictor.log_lik(f_))
+
+        # Lambda_i J_i for all i at once: the Hessian-vector product in f of each column.
+        jacobian = jax.jacfwd(predictor.fn)(theta)  # (n, K, P)
+        gradient_fn = jax.grad(total_loss)
+        curved = jax.vmap(
+            lambda column: jax.jvp(gradient_fn, (f,), (column,))[1], in_axes=2, out_axes=2
+        )(jacobian)  # (n, K, P)
+        weighted = curved * jnp.reshape(weights, (-1,) + (1,) * (curved.ndim - 1))
+        likelihood = jnp.einsum("nkp,nkq->pq", jacobian, weighted)
+        return likelihood - jax.hessian(part.log_prior)(theta)
+
+    return gauss_newton
+
+
+def _predictor_names(model, plate, args, kwargs) -> tuple[str, ...]:
+    """The predictor's parameter names, for the Gauss-Newton matrix (traced eagerly:
+    finding the predictor needs concrete values)."""
+    plate_model = trace_model(model, *args, plate=plate, with_predictor=True, **kwargs)
+    if plate_model.predictor is None:
+        raise ModelError(
+            "the Gauss-Newton Hessian needs an observation whose distribution has a "
+            "predictor (one observed site in the plate, its parameters rebuilt from "
+            "the latents); use hessian='exact' or 'price'"
+        )
+    return plate_model.predictor.names
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 6))
+def _blr_init(model, optimizer, plate, static, mean, arrays, names=None):
     loss_fn, num_examples = _negative_log_joint(model, plate, static, arrays)
+    extra = {}
     if _accepts(optimizer.init, "num_examples"):
-        return optimizer.init(mean, loss_fn, num_examples=num_examples)
-    return optimizer.init(mean, loss_fn)
+        extra["num_examples"] = num_examples
+    if names is not None:
+        extra["gauss_newton_fn"] = _gauss_newton_fn(model, plate, static, arrays, names)
+    return optimizer.init(mean, loss_fn, **extra)
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def _blr_update(model, optimizer, plate, static, batch_size, state, arrays):
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 7))
+def _blr_update(model, optimizer, plate, static, batch_size, state, arrays, names=None):
     batch = None if batch_size is None else (state.data_key, state.step, batch_size)
     loss_fn, _ = _negative_log_joint(model, plate, static, arrays, batch, state.minibatch)
     next_key, step_key = jax.random.split(state.rng_key)
+    extra = {}
     if _accepts(optimizer.update, "rng_key"):
-        optim_state, info = optimizer.update(state.optim_state, loss_fn, rng_key=step_key)
-    else:
-        optim_state, info = optimizer.update(state.optim_state, loss_fn)
+        extra["rng_key"] = step_key
+    if names is not None:
+        extra["gauss_newton_fn"] = _gauss_newton_fn(
+            model, plate, static, arrays, names, batch, state.minibatch
+        )
+    optim_state, info = optimizer.update(state.optim_state, loss_fn, **extra)
     step = None if state.step is None else state.step + 1
     return BLRState(optim_state, next_key, step, state.data_key, state.minibatch), info
 
@@ -367,6 +322,7 @@ class BLR:
         self.guide = guide
         self.optimizer = optimizer
         self.plate = plate
+        self._names_cache = {}
 
     def init(
         self, rng_key: jax.Array, *args: Any, batch_size: int | None = None, **kwargs: Any
@@ -393,9 +349,17 @@ class BLR:
         plan = None
         if batch_size is not None:
             _check_batch_size(operator.index(batch_size), plate_model.num_examples)
-            plan = _plan_minibatches(self.model, self.plate, args, kwargs, plate_model)
+            plan = plan_row_slicing(self.model, self.plate, args, kwargs, plate_model)
         arrays, static = split_arguments(args, kwargs)
-        optim_state = _blr_init(self.model, self.optimizer, self.plate, static, mean, arrays)
+        optim_state = _blr_init(
+            self.model,
+            self.optimizer,
+            self.plate,
+            static,
+            mean,
+            arrays,
+            self._gauss_newton_names(args, kwargs, static),
+        )
         data_key = jax.random.fold_in(rng_key, 1)
         return BLRState(optim_state, rng_key, jnp.zeros((), jnp.int32), data_key, plan)
 
@@ -407,7 +371,7 @@ class BLR:
                 self.model, *args, plate=self.plate, with_predictor=False, **kwargs
             )
             _check_batch_size(batch_size, plate_model.num_examples)
-            plan = _plan_minibatches(self.model, self.plate, args, kwargs, plate_model)
+            plan = plan_row_slicing(self.model, self.plate, args, kwargs, plate_model)
             return state._replace(minibatch=plan)
         _check_batch_size(batch_size, plan.num_examples)
         return state
@@ -449,8 +413,24 @@ class BLR:
                 raise ValueError("minibatches need a BLRState from BLR.init (step, data_key)")
             state = self._with_plan(state, batch_size, args, kwargs)
         return _blr_update(
-            self.model, self.optimizer, self.plate, static, batch_size, state, arrays
+            self.model,
+            self.optimizer,
+            self.plate,
+            static,
+            batch_size,
+            state,
+            arrays,
+            self._gauss_newton_names(args, kwargs, static),
         )
+
+    def _gauss_newton_names(self, args: tuple, kwargs: dict, static) -> tuple | None:
+        """The predictor's names when the optimizer takes a Gauss-Newton matrix (found
+        once per argument structure), else None."""
+        if not _accepts(self.optimizer.update, "gauss_newton_fn"):
+            return None
+        if static not in self._names_cache:
+            self._names_cache[static] = _predictor_names(self.model, self.plate, args, kwargs)
+        return self._names_cache[static]
 
     def get_params(self, state: BLRState) -> dict:
         """Guide params of the current Gaussian (no extra Hessian pass)."""

@@ -45,6 +45,7 @@ from numpyro_mpe.gaussian import is_dense, precision_solve
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.importance import ImportanceLOO, importance_loo
 from numpyro_mpe.model import Predictor, join_arguments, split_arguments, trace_model
+from numpyro_mpe.rows import plan_row_slicing
 
 __all__ = ["loo"]
 
@@ -53,6 +54,7 @@ _GAUSS_HERMITE_POINTS = {1: 20, 2: 12, 3: 8}
 _MONTE_CARLO_DRAWS = 2048
 _DIRECTIONS_PER_STEP = 8
 _MAX_HESSIAN_BYTES = 2 * 1024**3
+_ROW_BLOCK_VALUES = 2**20  # Jacobian-row values (examples x K x P) held at once
 
 
 def _standard_normal_rule(dim: int, dtype) -> tuple[jax.Array, jax.Array]:
@@ -155,18 +157,7 @@ def _prediction_space_covariances(predictor_fn: Callable, mean, precision, lam):
             return acc + jnp.einsum("cnk,cnl->nkl", columns, columns), None
 
         v, _ = jax.lax.scan(accumulate_dense, zeros, _direction_chunks(whitening, chunk))
-        if f.shape[1] == 1:
-            reliability = lam[:, 0, 0] * v[:, 0, 0]
-            return v, v / (1.0 - reliability)[:, None, None], reliability
-        root = _covariance_root(v)
-        reliability = jnp.linalg.eigvalsh(jnp.swapaxes(root, 1, 2) @ lam @ root)[:, -1]
-        # V (I - Lambda V)^-1, written as a solve against the transpose.
-        eye = jnp.eye(f.shape[1], dtype=f.dtype)
-        transposed = jnp.swapaxes
-        cavity = transposed(
-            jnp.linalg.solve(eye - transposed(lam @ v, 1, 2), transposed(v, 1, 2)), 1, 2
-        )
-        return v, cavity, reliability
+        return v, *_dense_cavity(v, lam)
 
     def accumulate_diag(carry, inputs):
         v, cavity, reliability = carry
@@ -190,10 +181,64 @@ def _prediction_space_covariances(predictor_fn: Callable, mean, precision, lam):
     return v, cavity, reliability
 
 
-def _predictor_loo(predictor: Predictor, mean, precision, *, method: str):
+def _row_covariances(row_jacobian: Callable, num_examples: int, precision, lam):
+    """As :func:`_prediction_space_covariances`, from per-example Jacobian rows.
+
+    ``row_jacobian(indices (B,)) -> (B, K, P)``, the rows ``J_i`` of those examples, each
+    by reverse passes through the model on that example's data alone: ``O(N K P)`` for
+    all rows instead of ``P`` passes over all ``N`` examples. Blocks of examples are
+    processed in turn, so memory is ``O(B K P)``.
+    """
+    dense = is_dense(precision)
+    size, k = precision.shape[0], lam.shape[1]
+    chunk = int(min(num_examples, max(1, _ROW_BLOCK_VALUES // (k * size))))
+    num_blocks = -(-num_examples // chunk)
+    # The last block repeats the last example; the repeats are dropped below.
+    blocks = jnp.minimum(jnp.arange(num_blocks * chunk), num_examples - 1)
+    if dense:
+        cholesky = jnp.linalg.cholesky(precision)
+
+    def block(indices):
+        rows = row_jacobian(indices)  # (B, K, P)
+        curvature = lam[indices]
+        if dense:
+            # V_i = (L^-1 J_i^T)^T (L^-1 J_i^T) with S = L L^T, one solve for the block.
+            whitened = jax.scipy.linalg.solve_triangular(
+                cholesky, rows.reshape(-1, size).T, lower=True
+            ).reshape(size, chunk, k)
+            v = jnp.einsum("pbk,pbl->bkl", whitened, whitened)
+            return v, *_dense_cavity(v, curvature)
+        removed = jnp.einsum("bkp,bkl,blp->bp", rows, curvature, rows)
+        v = jnp.einsum("bkp,blp,p->bkl", rows, rows, 1.0 / precision)
+        cavity = jnp.einsum("bkp,blp,bp->bkl", rows, rows, 1.0 / (precision - removed))
+        return v, cavity, jnp.max(removed / precision, axis=1)
+
+    results = jax.lax.map(block, blocks.reshape(num_blocks, chunk))
+    return tuple(r.reshape((-1, *r.shape[2:]))[:num_examples] for r in results)
+
+
+def _dense_cavity(v, lam):
+    """Cavity ``V (I - Lambda V)^-1`` ``(B, K, K)`` and reliability ``(B,)`` from ``V``."""
+    if v.shape[1] == 1:
+        reliability = lam[:, 0, 0] * v[:, 0, 0]
+        return v / (1.0 - reliability)[:, None, None], reliability
+    root = _covariance_root(v)
+    reliability = jnp.linalg.eigvalsh(jnp.swapaxes(root, 1, 2) @ lam @ root)[:, -1]
+    eye = jnp.eye(v.shape[1], dtype=v.dtype)
+    transposed = jnp.swapaxes
+    cavity = transposed(
+        jnp.linalg.solve(eye - transposed(lam @ v, 1, 2), transposed(v, 1, 2)), 1, 2
+    )
+    return cavity, reliability
+
+
+def _predictor_loo(predictor: Predictor, mean, precision, *, method: str, row_jacobian=None):
     f = predictor.fn(mean)
     e, lam = _likelihood_curvature(predictor, f)
-    v, cavity, reliability = _prediction_space_covariances(predictor.fn, mean, precision, lam)
+    if row_jacobian is None:
+        v, cavity, reliability = _prediction_space_covariances(predictor.fn, mean, precision, lam)
+    else:
+        v, cavity, reliability = _row_covariances(row_jacobian, f.shape[0], precision, lam)
     valid = reliability < 1.0
     if method == "paper":
         cavity = v
@@ -242,14 +287,39 @@ def _laplace_loo(log_lik: Callable, mean, precision):
     return elpd, lppd, reliability
 
 
-@partial(jax.jit, static_argnames=("model", "static", "plate", "names", "method"))
-def _loo_core(mean, precision, arrays, *, model, static, plate, names, method):
-    """Jitted once per model, argument structure and method; the data are arguments."""
+@partial(jax.jit, static_argnames=("model", "static", "plate", "names", "method", "gathered"))
+def _loo_core(mean, precision, arrays, *, model, static, plate, names, method, gathered=None):
+    """Jitted once per model, argument structure and method; the data are arguments.
+
+    ``gathered`` (which array arguments hold one row per example, from
+    :func:`~numpyro_mpe.rows.plan_row_slicing`): take the predictor's Jacobian row by row,
+    each from the model run on that example alone.
+    """
     args, kwargs = join_arguments(arrays, static)
     plate_model = trace_model(model, *args, plate=plate, with_predictor=names or False, **kwargs)
     if names is None:
         return _laplace_loo(plate_model.log_lik, mean, precision)
-    return _predictor_loo(plate_model.predictor, mean, precision, method=method)
+    row_jacobian = None
+    if gathered is not None:
+
+        @jax.vmap
+        def row_jacobian(index):
+            def rows_predictor(theta):
+                sliced = [
+                    jnp.take(a, index[None], axis=0) if g else a
+                    for a, g in zip(arrays, gathered, strict=True)
+                ]
+                row_args, row_kwargs = join_arguments(sliced, static)
+                rows = trace_model(
+                    model, *row_args, plate=plate, with_predictor=names, **row_kwargs
+                )
+                return rows.predictor.fn(theta)
+
+            return jax.jacrev(rows_predictor)(mean)[0]  # (K, P)
+
+    return _predictor_loo(
+        plate_model.predictor, mean, precision, method=method, row_jacobian=row_jacobian
+    )
 
 
 def loo(
@@ -315,8 +385,8 @@ def loo(
         ``reliability``; accepted by ``az.compare``. With ``groups``: over a ``group``
         coordinate holding the labels, plus ``example_elpd`` (``log p(y_i |
         y_{-G(i)})`` over the plate, with a predictor), ``group_log_loss`` (its negative
-        mean per group: the leave-one-class-out loss for classifiers) and
-        ``group_of_example``.
+        mean per group: the leave-one-class-out loss for classifiers),
+        ``group_of_example`` and ``group_newton_decrement`` (warned about above 0.1).
 
     Warns
     -----
@@ -351,6 +421,12 @@ def loo(
             )
     if method == "is":  # check the argument before any work
         _importance_indices(importance, reliability_threshold, None, plate_model)
+    gathered = None
+    if names is not None and plate_model.num_latents > _DIRECTIONS_PER_STEP:
+        # More than one streaming pass over the data: take the Jacobian row by row when
+        # the model can be run on one example's data alone.
+        row_plan = plan_row_slicing(model, plate, args, kwargs, plate_model)
+        gathered = row_plan.gathered if row_plan.path == "gather" else None
     elpd, lppd, reliability = _loo_core(
         mean,
         precision,
@@ -360,6 +436,7 @@ def loo(
         plate=plate,
         names=names,
         method="cavity" if method == "is" else method,
+        gathered=gathered,
     )
     used = "laplace" if names is None and method != "is" else method
     importance_result = None

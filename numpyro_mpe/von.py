@@ -118,16 +118,22 @@ def von(
       2``, unbiased because ``E_q[grad L (theta - m)^T] = E_q[hess L] S^-1`` (Stein); for
       diag ``h_hat = mean_k grad L(theta_k) * (theta_k - m) * s``, the estimator of
       :func:`~numpyro_mpe.optim.iblr`. Needs only gradients.
-    - ``hessian="gauss_newton"`` is not available: the generalised Gauss-Newton
-      ``sum_i J_i^T Lambda_i J_i`` needs each example's predictor ``f_i(theta)`` (or
-      at least per-example losses for the outer-product approximation), and ``update``
-      receives only the total loss ``L``. A ``ValueError`` says so at construction.
+    - ``hessian="gauss_newton"``: ``H_hat = mean_k G(theta_k)`` with ``G`` the exact
+      Hessian of the negative log prior plus the generalised Gauss-Newton matrix
+      ``sum_i w_i J_i^T Lambda_i J_i`` of the likelihood terms (``J_i`` the Jacobian of
+      example ``i``'s predictor, ``Lambda_i = d^2 l_i / d f^2``), supplied by
+      :class:`~numpyro_mpe.BLR` as ``gauss_newton_fn`` (the model's observation needs a
+      predictor). ``Lambda_i`` is positive semi-definite for canonical links
+      (Bernoulli / Binomial logits, Poisson log rate, Categorical logits, Normal
+      location), so ``G`` is too, even where ``hess L`` is not; for other parameters
+      (a Normal's log scale beside its location) it can be indefinite.
 
     With ``mc_samples=0`` the expectations are taken by the delta method (``g`` and ``H``
     at ``m``): the iterates are exactly those of :func:`~numpyro_mpe.optim.online_newton`
-    (``hessian="exact"`` only). The fixed point is then the Laplace posterior; with draws
-    it is the variational Gaussian (``E_q[grad L] = 0``, ``S = E_q[hess L]``), equal to the
-    exact posterior for a Gaussian-linear model. A constant ``lr`` leaves Monte Carlo
+    (``hessian="exact"``; ``"gauss_newton"`` evaluates ``G`` at ``m``). The fixed point is
+    then the Laplace posterior; with draws it is the variational Gaussian
+    (``E_q[grad L] = 0``, ``S = E_q[hess L]``), equal to the exact posterior for a
+    Gaussian-linear model. A constant ``lr`` leaves Monte Carlo
     noise of relative size ``~ sqrt(lr / mc_samples)`` in the iterates; a decaying
     schedule (``lr(t) ~ 1 / t``) averages it out.
 
@@ -148,7 +154,7 @@ def von(
     mc_samples : int
         Draws per step; 0 for the delta method.
     hessian : {"exact", "price", "gauss_newton"}
-        Estimator of ``E_q[hess L]`` (``"gauss_newton"`` raises, see above).
+        Estimator of ``E_q[hess L]``.
     covariance : {"dense", "diag"}
         Full precision ``(P, P)`` or its diagonal ``(P,)`` (then ``q`` is a diagonal
         Gaussian and only the Hessian's diagonal is estimated).
@@ -162,10 +168,11 @@ def von(
     Returns
     -------
     NaturalGradientOptimizer
-        ``init(mean, loss_fn, *, rng_key=None)`` and ``update(state, loss_fn, *,
-        rng_key=None)``; without ``rng_key`` the draws use (and advance) the state's key
-        (``PRNGKey(0)`` unless ``init`` got one). :class:`~numpyro_mpe.BLR` passes a fresh
-        key each step.
+        ``init(mean, loss_fn, *, rng_key=None, gauss_newton_fn=None)`` and
+        ``update(state, loss_fn, *, rng_key=None, gauss_newton_fn=None)``; without
+        ``rng_key`` the draws use (and advance) the state's key (``PRNGKey(0)`` unless
+        ``init`` got one). :class:`~numpyro_mpe.BLR` passes a fresh key each step, and
+        ``gauss_newton_fn`` (``theta -> (P, P)``).
 
     References
     ----------
@@ -189,31 +196,35 @@ def von(
         raise ValueError(f"covariance must be one of {_COVARIANCES}, got {covariance!r}")
     if hessian not in _HESSIANS:
         raise ValueError(f"hessian must be one of {_HESSIANS}, got {hessian!r}")
-    if hessian == "gauss_newton":
-        raise ValueError(
-            "von(hessian='gauss_newton') is not available: the generalised Gauss-Newton "
-            "matrix J^T Lambda J needs the model's predictor f_i(theta) (or per-example "
-            "losses for the outer-product approximation), but the optimizer's update "
-            "receives only the total loss L(theta); use hessian='exact' or 'price'"
-        )
     if not isinstance(mc_samples, int) or mc_samples < 0:
         raise ValueError(f"mc_samples must be a non-negative integer, got {mc_samples!r}")
-    if mc_samples == 0 and hessian != "exact":
+    if mc_samples == 0 and hessian == "price":
         raise ValueError(
-            f"hessian={hessian!r} needs draws (mc_samples >= 1); mc_samples=0 is the delta "
-            "method, which uses the exact Hessian at the mean"
+            "hessian='price' needs draws (mc_samples >= 1); mc_samples=0 is the delta "
+            "method, which evaluates the Hessian at the mean"
         )
     dense = covariance == "dense"
 
-    def hessian_at(loss_fn: Callable, theta: jax.Array) -> jax.Array:
-        full = jax.hessian(loss_fn)(theta)
+    def curvature_fn(loss_fn: Callable, gauss_newton_fn: Callable | None) -> Callable:
+        """``theta -> H(theta)``: the exact Hessian or the Gauss-Newton matrix."""
+        if hessian != "gauss_newton":
+            return jax.hessian(loss_fn)
+        if gauss_newton_fn is None:
+            raise ValueError(
+                "von(hessian='gauss_newton') needs the Gauss-Newton matrix of the model "
+                "(gauss_newton_fn), which numpyro_mpe.BLR supplies; run it through BLR"
+            )
+        return gauss_newton_fn
+
+    def hessian_at(curvature: Callable, theta: jax.Array) -> jax.Array:
+        full = curvature(theta)
         return _symmetrise(full) if dense else jnp.diag(full)
 
-    def delta_method(loss_fn: Callable, mean: jax.Array, precision: jax.Array, rng_key):
+    def delta_method(loss_fn, curvature, mean, precision, rng_key):
         del precision, rng_key
-        return jax.grad(loss_fn)(mean), hessian_at(loss_fn, mean)
+        return jax.grad(loss_fn)(mean), hessian_at(curvature, mean)
 
-    def monte_carlo(loss_fn: Callable, mean: jax.Array, precision: jax.Array, rng_key):
+    def monte_carlo(loss_fn, curvature, mean, precision, rng_key):
         noise = jax.random.normal(rng_key, (mc_samples, *mean.shape), mean.dtype)
         if dense:
             cholesky = jnp.linalg.cholesky(precision)
@@ -228,8 +239,8 @@ def von(
         draws = mean + offsets
         gradients = jax.vmap(jax.grad(loss_fn))(draws)
         gradient = jnp.mean(gradients, axis=0)
-        if hessian == "exact":
-            estimate = jnp.mean(jax.vmap(lambda theta: hessian_at(loss_fn, theta))(draws), 0)
+        if hessian != "price":
+            estimate = jnp.mean(jax.vmap(lambda theta: hessian_at(curvature, theta))(draws), 0)
         elif dense:
             estimate = _symmetrise(gradients.T @ whitened / mc_samples)
         else:
@@ -238,11 +249,17 @@ def von(
 
     expectations = delta_method if mc_samples == 0 else monte_carlo
 
-    def init(mean: ArrayLike, loss_fn: Callable, *, rng_key: jax.Array | None = None) -> VONState:
+    def init(
+        mean: ArrayLike,
+        loss_fn: Callable,
+        *,
+        rng_key: jax.Array | None = None,
+        gauss_newton_fn: Callable | None = None,
+    ) -> VONState:
         mean = jnp.asarray(mean)
         size = mean.shape[0]
         if precision_init is None:
-            precision = hessian_at(loss_fn, mean)
+            precision = hessian_at(curvature_fn(loss_fn, gauss_newton_fn), mean)
         else:
             precision = jnp.asarray(precision_init, mean.dtype)
             if dense and precision.ndim < 2:
@@ -253,15 +270,20 @@ def von(
         return VONState(mean, precision, jnp.zeros((), jnp.int32), key)
 
     def update(
-        state: VONState, loss_fn: Callable, *, rng_key: jax.Array | None = None
+        state: VONState,
+        loss_fn: Callable,
+        *,
+        rng_key: jax.Array | None = None,
+        gauss_newton_fn: Callable | None = None,
     ) -> tuple[VONState, VONInfo]:
+        curvature = curvature_fn(loss_fn, gauss_newton_fn)
         next_key, step_key = jax.random.split(state.rng_key if rng_key is None else rng_key)
         rho = _learning_rate(lr, state.step).astype(state.mean.dtype)
         # A state left indefinite by a rejected step is kept as it is (no NaN draws).
         usable = _is_positive_definite(state.precision)
         fallback = jnp.eye(state.mean.shape[0]) if dense else jnp.ones_like(state.mean)
         safe = jnp.where(usable, state.precision, fallback.astype(state.mean.dtype))
-        gradient, estimate = expectations(loss_fn, state.mean, safe, step_key)
+        gradient, estimate = expectations(loss_fn, curvature, state.mean, safe, step_key)
         precision = (1 - rho) * state.precision + rho * estimate
         positive = usable & _is_positive_definite(precision)
         precision = jnp.where(usable, precision, state.precision)

@@ -190,7 +190,9 @@ def test_latent_names_follow_model_site_order():
     )
 
 
-def test_sensitivity_refuses_huge_hessians(kidiq, monkeypatch):
+def test_sensitivity_refuses_huge_hessians(kidiq, x64, monkeypatch):
+    # x64: kidiq's float64 arrays; under float32 jax's C++ jit cache has been seen to hand
+    # a float32 executable these float64 buffers after earlier tests toggled x64.
     X, y = kidiq
     guide = mpe.AutoGaussian(linear_model)
     params = guide.params_from_mean_precision(np.zeros(3), np.eye(3))  # checked before use

@@ -207,8 +207,11 @@ def test_von_rejects_an_indefinite_step(kidiq, x64):
 
 
 def test_von_argument_errors():
-    with pytest.raises(ValueError, match=r"gauss_newton.*needs the model's predictor"):
-        mpe.optim.von(0.1, hessian="gauss_newton")
+    optimizer = mpe.optim.von(0.1, hessian="gauss_newton")
+    with pytest.raises(
+        ValueError, match=r"Gauss-Newton matrix of the model .* run it through BLR"
+    ):
+        optimizer.init(jnp.zeros(2), lambda theta: jnp.sum(theta**2))
     with pytest.raises(ValueError, match="hessian must be one of"):
         mpe.optim.von(0.1, hessian="fisher")
     with pytest.raises(ValueError, match=r"hessian='price' needs draws"):
@@ -395,3 +398,52 @@ def test_posteriordb_iblr_diag(posteriordb_problem, x64):
         assert np.all(np.abs(error) < 0.2)
     else:
         assert abs(error[-1]) < 0.1
+
+
+def test_gauss_newton_equals_the_hessian_for_a_canonical_link(wells, x64):
+    """Bernoulli logits linear in theta: J^T Lambda J is the exact likelihood Hessian."""
+    from numpyro_mpe.infer import _gauss_newton_fn, _negative_log_joint
+    from numpyro_mpe.model import split_arguments
+
+    X, y = wells
+    arrays, static = split_arguments((X, y), {})
+    theta = jnp.array([0.1, -0.5, 0.4])
+    gauss_newton = _gauss_newton_fn(logistic_model, None, static, arrays, ("logits",))(theta)
+    loss_fn, _ = _negative_log_joint(logistic_model, None, static, arrays)
+    np.testing.assert_allclose(gauss_newton, jax.hessian(loss_fn)(theta), rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance", ["dense", "diag"])
+def test_von_gauss_newton_converges_on_kidiq(kidiq, x64, covariance):
+    """Through BLR (which supplies the Gauss-Newton matrix), with draws: the exact
+    posterior (dense) or the diagonal family's fixed point, as ``hessian="exact"``."""
+    X, y = kidiq
+    guide = mpe.AutoGaussian(linear_model, covariance=covariance)
+    optimizer = mpe.optim.von(_schedule(0.5, 2.0), mc_samples=1, hessian="gauss_newton")
+    fit = mpe.BLR(linear_model, guide, optimizer).run(
+        jax.random.PRNGKey(0), 300, X, y, progress_bar=False
+    )
+    mean, precision = guide.mean_precision(fit.params)
+    exact_precision = X.T @ X / 18.0**2 + np.eye(3) / 10.0**2
+    exact_mean = np.linalg.solve(exact_precision, X.T @ y / 18.0**2)
+    sd = np.sqrt(np.diag(np.linalg.inv(exact_precision)))
+    expected_precision = exact_precision if covariance == "dense" else np.diag(exact_precision)
+    # The Gauss-Newton matrix of a Gaussian-linear model is its constant Hessian, so the
+    # precision is exact up to prod(1 - rho_t); the mean carries Monte Carlo noise.
+    np.testing.assert_allclose(precision, expected_precision, rtol=1e-6)
+    assert np.max(np.abs(mean - exact_mean) / sd) < (0.1 if covariance == "dense" else 0.25)
+
+
+def test_von_gauss_newton_needs_a_predictor(kidiq, x64):
+    X, y = kidiq
+
+    def two_observations(X, y=None):
+        beta = numpyro.sample("beta", dist.Normal(0, 10).expand([X.shape[1]]).to_event(1))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", dist.Normal(X @ beta, 18.0), obs=y)
+            numpyro.sample("z", dist.Normal(X @ beta, 18.0), obs=y)
+
+    guide = mpe.AutoGaussian(two_observations)
+    blr = mpe.BLR(two_observations, guide, mpe.optim.von(0.5, hessian="gauss_newton"))
+    with pytest.raises(mpe.ModelError, match="Gauss-Newton Hessian needs an observation"):
+        blr.run(jax.random.PRNGKey(0), 5, X, y, progress_bar=False)
