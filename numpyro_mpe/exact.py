@@ -25,7 +25,12 @@ from jax.typing import ArrayLike
 from numpyro.infer import MCMC, NUTS, init_to_value
 
 from numpyro_mpe.arviz import ELPDDataRefit, make_refit_elpd_data
-from numpyro_mpe.gaussian import is_dense, precision_solve
+from numpyro_mpe.gaussian import (
+    draws_from_standard_normal,
+    is_dense,
+    log_density,
+    precision_solve,
+)
 from numpyro_mpe.group_loo import group_codes
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.importance import _log_normalizer
@@ -155,14 +160,9 @@ def _tilted_log_evidence(
     mode, tilted_precision = _minimize(
         optimizer, negative_log_tilted, base_mean, "dense", num_steps
     )
-    cholesky = jnp.linalg.cholesky(tilted_precision)
     z = jax.random.normal(rng_key, (num_samples, base_mean.shape[0]), base_mean.dtype)
-    theta = mode + jax.scipy.linalg.solve_triangular(cholesky.T, z.T, lower=False).T
-    base_log_det = jnp.linalg.slogdet(precision)[1]
-    log_base = 0.5 * base_log_det - jax.vmap(
-        lambda t: 0.5 * (t - base_mean) @ precision @ (t - base_mean)
-    )(theta)
-    log_proposal = jnp.sum(jnp.log(jnp.diag(cholesky))) - 0.5 * jnp.sum(z**2, 1)
+    theta, log_proposal = draws_from_standard_normal(z, mode, tilted_precision)
+    log_base = log_density(theta, base_mean, precision)
     log_ratios = jax.vmap(log_lik)(theta) @ indicator + log_base - log_proposal
     log_mean, pareto_k, _ = _log_normalizer(log_ratios[:, None], num_samples)
     return log_mean[0], pareto_k[0]

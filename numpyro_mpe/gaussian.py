@@ -14,7 +14,9 @@ from jax.scipy.linalg import cho_solve
 from jax.typing import ArrayLike
 
 __all__ = [
+    "draws_from_standard_normal",
     "is_dense",
+    "log_density",
     "mean_precision_from_natural",
     "natural_from_mean_precision",
     "precision_solve",
@@ -49,3 +51,39 @@ def precision_solve(precision: ArrayLike, rhs: ArrayLike) -> jax.Array:
     if is_dense(precision):
         return cho_solve((jnp.linalg.cholesky(precision), True), rhs)
     return rhs / (precision if rhs.ndim == 1 else precision[:, None])
+
+
+def draws_from_standard_normal(
+    standard_normal: ArrayLike, mean: ArrayLike, precision: ArrayLike
+) -> tuple[jax.Array, jax.Array]:
+    """Draws of ``N(m, S^-1)`` from standard normals, and their log densities.
+
+    ``theta = m + L^-T z`` with ``S = L L^T`` (dense; ``S`` symmetrised first) or ``m + z /
+    sqrt(s)`` (diagonal), for ``z`` ``(S, P)``; returns ``theta`` ``(S, P)`` and ``log
+    N(theta; m, S^-1)`` ``(S,)``. NaN draws where ``S`` is not positive definite.
+    """
+    z = jnp.asarray(standard_normal)
+    mean = jnp.asarray(mean)
+    precision = jnp.asarray(precision)
+    if is_dense(precision):
+        cholesky = jnp.linalg.cholesky(0.5 * (precision + precision.T))
+        offsets = jax.scipy.linalg.solve_triangular(cholesky.T, z.T, lower=False).T
+        half_log_det = jnp.sum(jnp.log(jnp.diag(cholesky)))
+    else:
+        offsets = z / jnp.sqrt(precision)
+        half_log_det = 0.5 * jnp.sum(jnp.log(precision))
+    log_density = (
+        -0.5 * jnp.sum(z**2, axis=-1) + half_log_det - 0.5 * mean.shape[0] * jnp.log(2 * jnp.pi)
+    )
+    return mean + offsets, log_density
+
+
+def log_density(theta: ArrayLike, mean: ArrayLike, precision: ArrayLike) -> jax.Array:
+    """``log N(theta; m, S^-1)`` for draws ``theta`` ``(S, P)``: ``(S,)``."""
+    precision = jnp.asarray(precision)
+    offsets = jnp.asarray(theta) - jnp.asarray(mean)
+    if is_dense(precision):
+        cholesky = jnp.linalg.cholesky(0.5 * (precision + precision.T))
+        # z = L^T (theta - m) has a standard normal distribution.
+        return draws_from_standard_normal(offsets @ cholesky, mean, precision)[1]
+    return draws_from_standard_normal(offsets * jnp.sqrt(precision), mean, precision)[1]

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from numpyro_mpe.gaussian import is_dense
+from numpyro_mpe.gaussian import draws_from_standard_normal, is_dense
 from numpyro_mpe.importance import _log_normalizer
 from numpyro_mpe.loo import _log_predictive, _prediction_space_covariances
 from numpyro_mpe.model import Predictor, join_arguments, trace_model
@@ -173,20 +173,10 @@ def _sampled_correction(log_lik, codes, mean, precision, loss, gradient, hessian
     """PSIS estimate of ``log E_q[exp(Q_G - l_G)]`` per group: ``(G,)`` each of value,
     Pareto k and MCSE; independent draws per group."""
     dim = mean.shape[0]
-    if is_dense(precision):
-        cholesky = jnp.linalg.cholesky(precision)
-
-        def offsets_of(z):
-            return jax.scipy.linalg.solve_triangular(cholesky.T, z.T, lower=False).T
-
-    else:
-
-        def offsets_of(z):
-            return z / jnp.sqrt(precision)
 
     def log_ratios(group):
         z = jax.random.normal(jax.random.fold_in(key, group), (num, dim), mean.dtype)
-        offsets = offsets_of(z)
+        offsets = draws_from_standard_normal(z, mean, precision)[0] - mean
         indicator = (codes == group).astype(mean.dtype)
         group_loss = -jax.vmap(log_lik)(mean + offsets) @ indicator
         h = hessian[group]

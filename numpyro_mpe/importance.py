@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_mpe.gaussian import is_dense
+from numpyro_mpe.gaussian import draws_from_standard_normal, is_dense
 from numpyro_mpe.model import PlateModel
 from numpyro_mpe.perturb import perturb_mean_precision
 from numpyro_mpe.psis import _tail_buffers, _tail_lengths
@@ -70,22 +70,15 @@ class ImportanceLOO(NamedTuple):
 
 
 def _draws(mean, precision, fallback_mean, fallback_precision, standard_normal):
-    """Draws ``(S, P)`` and their log density under the Gaussian (or the fallback)."""
-    dim = mean.shape[0]
+    """Draws ``(S, P)``, their log density under the Gaussian (or, where its precision is
+    not positive definite, the fallback), and whether the Gaussian was used."""
     if is_dense(precision):
-        cholesky = jnp.linalg.cholesky(precision)
-        valid = jnp.all(jnp.isfinite(cholesky))
-        cholesky = jnp.where(valid, cholesky, jnp.linalg.cholesky(fallback_precision))
-        offsets = jax.scipy.linalg.solve_triangular(cholesky.T, standard_normal.T, lower=False).T
-        log_det = jnp.sum(jnp.log(jnp.diag(cholesky)))
+        valid = jnp.all(jnp.isfinite(jnp.linalg.cholesky(precision)))
     else:
         valid = jnp.all(precision > 0)
-        precision = jnp.where(valid, precision, fallback_precision)
-        offsets = standard_normal / jnp.sqrt(precision)
-        log_det = 0.5 * jnp.sum(jnp.log(precision))
     mean = jnp.where(valid, mean, fallback_mean)
-    log_q = -0.5 * jnp.sum(standard_normal**2, 1) + log_det - 0.5 * dim * jnp.log(2 * jnp.pi)
-    return mean + offsets, log_q, valid
+    precision = jnp.where(valid, precision, fallback_precision)
+    return (*draws_from_standard_normal(standard_normal, mean, precision), valid)
 
 
 def _log_normalizer(log_ratios: jax.Array, num_samples: int):

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from numpyro_mpe.gaussian import draws_from_standard_normal
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.loo import loo
 from numpyro_mpe.model import PlateModel, trace_model
@@ -196,17 +197,8 @@ def gaussian_draws(
     ``theta = m + L^-T z``) or its diagonal ``(P,)``.
     """
     mean = jnp.asarray(mean)
-    precision = jnp.asarray(precision)
     z = jax.random.normal(rng_key, (num_draws, mean.shape[0]), mean.dtype)
-    if precision.ndim == 2:
-        cholesky = jnp.linalg.cholesky(0.5 * (precision + precision.T))
-        draws = mean + jax.scipy.linalg.solve_triangular(cholesky.T, z.T, lower=False).T
-        half_log_det = jnp.sum(jnp.log(jnp.diag(cholesky)))
-    else:
-        draws = mean + z / jnp.sqrt(precision)
-        half_log_det = 0.5 * jnp.sum(jnp.log(precision))
-    log_q = -0.5 * jnp.sum(z**2, axis=1) - 0.5 * mean.shape[0] * jnp.log(2 * jnp.pi) + half_log_det
-    return draws, log_q
+    return draws_from_standard_normal(z, mean, precision)
 
 
 def _laplace_draws_loo(plate_model: PlateModel, guide: AutoGaussian, params: dict, notes: list):

@@ -238,3 +238,24 @@ def test_run_warns_when_no_step_decreases_the_loss(wells, x64):
     state = state._replace(optim_state=state.optim_state._replace(damping=jnp.array(-1e6)))
     with pytest.warns(RuntimeWarning, match="no step decreased the loss"):
         blr.run(jax.random.PRNGKey(0), 5, X, y, init_state=state, progress_bar=False)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_gaussian_draws_and_log_density_match_numpyro(x64, dense):
+    from numpyro_mpe.gaussian import draws_from_standard_normal, log_density
+
+    mean = np.array([1.0, -2.0, 0.5])
+    precision = (
+        np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 3.0]])
+        if dense
+        else np.array([2.0, 0.25, 4.0])
+    )
+    z = np.random.default_rng(0).normal(size=(5, 3))
+    theta, log_q = draws_from_standard_normal(z, mean, precision)
+    reference = (
+        dist.MultivariateNormal(mean, precision_matrix=precision)
+        if dense
+        else dist.Normal(mean, 1 / np.sqrt(precision)).to_event(1)
+    )
+    np.testing.assert_allclose(log_q, reference.log_prob(theta), rtol=1e-12)
+    np.testing.assert_allclose(log_density(theta, mean, precision), log_q, rtol=1e-12)
