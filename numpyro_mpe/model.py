@@ -553,7 +553,10 @@ def split_arguments(args: tuple, kwargs: dict) -> tuple[list, tuple]:
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
     arrays, static_leaves = [], []
     for leaf in leaves:
-        if isinstance(leaf, (np.ndarray, jax.Array)) or (
+        if isinstance(leaf, jax.Array):
+            arrays.append(leaf)  # jnp.asarray would cost a dispatch per call for nothing
+            static_leaves.append(_DYNAMIC)
+        elif isinstance(leaf, np.ndarray) or (
             hasattr(leaf, "__array__") and not isinstance(leaf, (int, float, bool, complex))
         ):
             arrays.append(jnp.asarray(leaf))
