@@ -45,7 +45,7 @@ from numpyro_mpe.gaussian import is_dense, precision_solve
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.importance import ImportanceLOO, importance_loo
 from numpyro_mpe.model import Predictor, join_arguments, split_arguments, trace_model
-from numpyro_mpe.rows import plan_row_slicing
+from numpyro_mpe.rows import cached_row_slicing
 
 __all__ = ["loo"]
 
@@ -431,7 +431,7 @@ def loo(
     if names is not None and plate_model.num_latents > _DIRECTIONS_PER_STEP:
         # More than one streaming pass over the data: take the Jacobian row by row when
         # the model can be run on one example's data alone.
-        row_plan = plan_row_slicing(model, plate, args, kwargs, plate_model)
+        row_plan = cached_row_slicing(model, plate, args, kwargs, plate_model)
         gathered = row_plan.gathered if row_plan.path == "gather" else None
     elpd, lppd, reliability = _loo_core(
         mean,

@@ -17,7 +17,18 @@ import numpy as np
 
 from numpyro_mpe.model import PlateModel, join_arguments, split_arguments, trace_model
 
-__all__ = ["MinibatchPlan", "gather_rows", "leading_axis_mask", "plan_row_slicing"]
+__all__ = [
+    "MinibatchPlan",
+    "cached_row_slicing",
+    "gather_rows",
+    "leading_axis_mask",
+    "plan_row_slicing",
+]
+
+# Plans by (model, plate, argument structure, array shapes and dtypes), like jax's own
+# compilation caches: repeated calls (MPE-LOO at every checkpoint) probe the model once.
+_PLANS: dict = {}
+_MAX_PLANS = 128
 
 
 @jax.tree_util.register_static
@@ -125,3 +136,15 @@ def plan_row_slicing(model, plate, args, kwargs, full: PlateModel) -> MinibatchP
         message = f"{type(error).__name__}: {error}"
         return fallback(f"the model fails on a slice of its rows: {message[:200]}")
     return MinibatchPlan("gather", num_examples, gathered)
+
+
+def cached_row_slicing(model, plate, args: tuple, kwargs: dict, full: PlateModel) -> MinibatchPlan:
+    """:func:`plan_row_slicing`, probed once per model, plate, argument structure and
+    array shapes (the probe traces the model and evaluates it twice on all ``N``)."""
+    arrays, static = split_arguments(args, kwargs)
+    key = (model, plate, static, tuple((jnp.shape(a), jnp.result_type(a)) for a in arrays))
+    if key not in _PLANS:
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = plan_row_slicing(model, plate, args, kwargs, full)
+    return _PLANS[key]

@@ -107,3 +107,23 @@ def test_unsliceable_model_falls_back_to_streaming(x64):
     guide_rows, fit_rows = laplace_fit(logistic, X, y)
     sliced = mpe.loo(logistic, guide_rows, fit_rows.params, X, y)
     np.testing.assert_allclose(fallback.elpd_i.values, sliced.elpd_i.values, rtol=1e-10)
+
+
+def test_row_slicing_is_probed_once_per_structure(x64, monkeypatch):
+    """Repeated ``loo`` calls (MPE-LOO at every checkpoint) do not probe the model again."""
+    import numpyro_mpe.rows as rows
+
+    X, y = wells_design()
+    guide, fit = laplace_fit(logistic, X, y)
+    calls = []
+    probe = rows.plan_row_slicing
+    monkeypatch.setattr(rows, "_PLANS", {})
+    monkeypatch.setattr(
+        rows, "plan_row_slicing", lambda *a, **k: calls.append(1) or probe(*a, **k)
+    )
+    first = mpe.loo(logistic, guide, fit.params, X, y)
+    second = mpe.loo(logistic, guide, fit.params, X, y)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first.elpd_i.values, second.elpd_i.values)
+    mpe.loo(logistic, guide, fit.params, X[:100], y[:100])  # new shapes: probed anew
+    assert len(calls) == 2
