@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from numpyro_mpe.arviz import ELPDDataMPE
+from numpyro_mpe.arviz import ELPDDataMPE, ReliabilityWarning
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.infer import BLR, _blr_init
 from numpyro_mpe.loo import loo
@@ -152,15 +152,13 @@ def select_prior(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = loo(model, guide, fit.params, *args, method=method, plate=plate, **arguments)
-        flagged.extend(value for w in caught if w.category.__name__ == "ReliabilityWarning")
+        flagged.extend(float(value) for w in caught if issubclass(w.category, ReliabilityWarning))
         for other in caught:
-            if other.category.__name__ != "ReliabilityWarning":
+            if not issubclass(other.category, ReliabilityWarning):
                 warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
         results.append(result)
         fitted.append(fit.params)
     if flagged:
-        from numpyro_mpe.arviz import ReliabilityWarning
-
         warnings.warn(
             f"select_prior: some examples have poor reliability at {name} = "
             f"{sorted(set(flagged))}; see results[v].reliability",
