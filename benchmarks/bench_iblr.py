@@ -21,7 +21,9 @@ directly (what the 1.5x target is checked on), and ``BLR.update`` as a user call
 (``minibatch_indices``: a fresh pseudorandom permutation per epoch) and gather its rows;
 the Adam step is given its indices (precomputed from a NumPy permutation) and only
 gathers them. MPE-LOO is timed as ``numpyro_mpe.loo`` end to end (second and later
-calls) and as its jitted core ``numpyro_mpe.loo._loo_core`` alone.
+calls), as a checkpoint does it (``numpyro_mpe.prepare_loo`` once, then the returned
+function of the params: what ``BLR.run(checkpoints=...)`` calls), and as its jitted core
+``numpyro_mpe.loo._loo_core`` alone.
 
 Usage::
 
@@ -263,18 +265,25 @@ def run(n: int, d: int, batch_size: int, step_repeats: int, loo_repeats: int, dt
     def loo_public():
         return mpe.loo(model, guide, params, X, y).elpd
 
+    loo_at = mpe.prepare_loo(model, guide, X, y)  # what BLR.run(checkpoints=...) calls
+
+    def loo_checkpoint():
+        return loo_at(params).elpd
+
     per_example_gradients = jax.jit(jax.vmap(jax.grad(per_example_log_lik), in_axes=(None, 0, 0)))
 
     def gradient_pass():
         return per_example_gradients(mean, X, y)
 
-    core_times, public_loo_times, gradient_times = time_alternating(
-        [loo_core, loo_public, gradient_pass], loo_repeats
+    core_times, public_loo_times, checkpoint_times, gradient_times = time_alternating(
+        [loo_core, loo_public, loo_checkpoint, gradient_pass], loo_repeats
     )
     elpd = mpe.loo(model, guide, params, X, y)
     out.update(
         loo_core=summary(core_times),
         loo_public=summary(public_loo_times),
+        loo_checkpoint=summary(checkpoint_times),
+        loo_ratio_checkpoint=paired_ratio(checkpoint_times, gradient_times),
         gradient_pass=summary(gradient_times),
         loo_ratio=paired_ratio(core_times, gradient_times),
         loo_ratio_public=paired_ratio(public_loo_times, gradient_times),
@@ -324,6 +333,9 @@ def report(r: dict) -> str:
         "| 1 |",
         f"| jitted core `numpyro_mpe.loo._loo_core` | {cell(r['loo_core'])} | "
         f"{fmt_ratio(r['loo_ratio'], LOO_TARGET, True)} ({mins('loo_core', 'gradient_pass')}) |",
+        f"| checkpoint: `prepare_loo(...)(params)`, as `BLR.run(checkpoints=)` | "
+        f"{cell(r['loo_checkpoint'])} | {fmt_ratio(r['loo_ratio_checkpoint'], LOO_TARGET, True)} "
+        f"({mins('loo_checkpoint', 'gradient_pass')}) |",
         f"| `numpyro_mpe.loo` end to end | {cell(r['loo_public'])} | "
         f"{fmt_ratio(r['loo_ratio_public'], LOO_TARGET, True)} "
         f"({mins('loo_public', 'gradient_pass')}) |",

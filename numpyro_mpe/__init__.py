@@ -14,7 +14,7 @@ from numpyro_mpe.conjugate import AutoConjugate
 from numpyro_mpe.exact import exact_loo
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.infer import BLR, BLRRunResult, BLRState, NotPositiveDefiniteError
-from numpyro_mpe.loo import loo
+from numpyro_mpe.loo import loo, prepare_loo
 from numpyro_mpe.mcmc import MCMCLooResult, mcmc_loo
 from numpyro_mpe.model import ModelError, PlateModel, Predictor, trace_model
 from numpyro_mpe.optax_posterior import posterior_from_svi
@@ -58,6 +58,7 @@ __all__ = [
     "plot_loo_comparison",
     "plot_prior_selection",
     "posterior_from_svi",
+    "prepare_loo",
     "psis_loo",
     "relative_eff",
     "removal_weights",

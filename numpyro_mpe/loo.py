@@ -48,7 +48,7 @@ from numpyro_mpe.importance import ImportanceLOO, importance_loo
 from numpyro_mpe.model import Predictor, join_arguments, split_arguments, trace_model
 from numpyro_mpe.rows import cached_row_slicing
 
-__all__ = ["loo"]
+__all__ = ["loo", "prepare_loo"]
 
 _METHODS = ("cavity", "paper", "is")
 _GAUSS_HERMITE_POINTS = {1: 20, 2: 12, 3: 8}
@@ -532,6 +532,59 @@ def loo(
         value reaches 1 (improper cavity) fall back to the paper's form, which keeps the
         full-data covariance (``S`` instead of ``S - H_i`` in the parameter-space form).
     """
+    return prepare_loo(
+        model,
+        guide,
+        *args,
+        method=method,
+        plate=plate,
+        reliability_threshold=reliability_threshold,
+        importance=importance,
+        num_samples=num_samples,
+        seed=seed,
+        groups=groups,
+        **kwargs,
+    )(params)
+
+
+def prepare_loo(
+    model: Callable,
+    guide: AutoGaussian | AutoConjugate,
+    *args: Any,
+    method: str = "cavity",
+    plate: str | None = None,
+    reliability_threshold: float = 0.7,
+    importance: str | ArrayLike = "poor",
+    num_samples: int = 1000,
+    seed: int = 0,
+    groups: ArrayLike | None = None,
+    **kwargs: Any,
+) -> Callable[[dict], ELPDDataMPE]:
+    """:func:`loo` as a function of the guide's params, for many checkpoints of one fit.
+
+    Everything that does not depend on the params is done here, once: the argument
+    checks, tracing the model and finding its predictor, and planning how its data are
+    sliced by example. Each call of the returned function runs only the compiled
+    computation and builds the ArviZ object, so recording MPE-LOO during training
+    (``BLR.run(checkpoints=...)`` calls this) costs what that computation costs.
+
+    Parameters
+    ----------
+    model, guide, *args, **kwargs, method, plate, reliability_threshold, importance,
+    num_samples, seed, groups
+        As for :func:`loo`. The model's arguments must not change between calls of the
+        returned function (it holds them).
+
+    Returns
+    -------
+    callable
+        ``params -> ELPDDataMPE``, equal to ``loo(model, guide, params, *args, ...)``.
+
+    Raises
+    ------
+    ValueError, ModelError
+        As :func:`loo`, here rather than at the first call.
+    """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
     if not 0 < reliability_threshold <= 1:
@@ -539,17 +592,17 @@ def loo(
     if isinstance(guide, AutoConjugate):
         if groups is not None:
             raise ValueError("groups is not supported with AutoConjugate; use AutoGaussian")
-        return conjugate_loo(model, guide, params, *args, plate=plate, **kwargs)
+        return partial(_conjugate_loo_at, model, guide, args, kwargs, plate)
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
-    mean, precision = guide.mean_precision(params)
     names = None if plate_model.predictor is None else plate_model.predictor.names
     arrays, static = split_arguments(args, kwargs)
+    itemsize = plate_model.init_theta.dtype.itemsize
     if groups is not None:
         return _leave_group_out(
-            groups, plate_model, guide, mean, precision, arrays, static, names, locals()
+            groups, plate_model, guide, arrays, static, names, locals(), itemsize
         )
     if names is None:
-        size = plate_model.num_examples * plate_model.num_latents**2 * mean.dtype.itemsize
+        size = plate_model.num_examples * plate_model.num_latents**2 * itemsize
         if size > _MAX_HESSIAN_BYTES:
             raise ValueError(
                 f"the parameter-space form needs per-example Hessians of {size / 2**30:.1f} GiB "
@@ -564,51 +617,72 @@ def loo(
         # the model can be run on one example's data alone.
         row_plan = cached_row_slicing(model, plate, args, kwargs, plate_model)
         gathered = row_plan.gathered if row_plan.path == "gather" else None
-    elpd, lppd, reliability = _loo_core(
-        mean,
-        precision,
-        arrays,
-        model=model,
-        static=static,
-        plate=plate,
-        names=names,
-        method="cavity" if method == "is" else method,
-        gathered=gathered,
-    )
-    used = "laplace" if names is None and method != "is" else method
-    importance_result = None
-    if method == "is":
-        selected = _importance_indices(importance, reliability_threshold, reliability, plate_model)
-        if selected.size:
-            importance_result = importance_loo(
-                plate_model, mean, precision, selected, num_samples=num_samples, seed=seed
+
+    def loo_at(params: dict) -> ELPDDataMPE:
+        mean, precision = guide.mean_precision(params)
+        elpd, lppd, reliability = _loo_core(
+            mean,
+            precision,
+            arrays,
+            model=model,
+            static=static,
+            plate=plate,
+            names=names,
+            method="cavity" if method == "is" else method,
+            gathered=gathered,
+        )
+        used = "laplace" if names is None and method != "is" else method
+        importance_result = None
+        if method == "is":
+            selected = _importance_indices(
+                importance, reliability_threshold, reliability, plate_model
             )
-            elpd = jnp.asarray(elpd).at[selected].set(importance_result.elpd)
-    return make_elpd_data(
-        elpd,
-        lppd,
-        reliability,
-        dim=plate_model.plate,
-        threshold=reliability_threshold,
-        method=used,
-        covariance=guide.covariance,
-        importance=None
-        if importance_result is None
-        else (selected, importance_result, num_samples),
-    )
+            if selected.size:
+                importance_result = importance_loo(
+                    plate_model, mean, precision, selected, num_samples=num_samples, seed=seed
+                )
+                elpd = jnp.asarray(elpd).at[selected].set(importance_result.elpd)
+        return make_elpd_data(
+            elpd,
+            lppd,
+            reliability,
+            dim=plate_model.plate,
+            threshold=reliability_threshold,
+            method=used,
+            covariance=guide.covariance,
+            importance=None
+            if importance_result is None
+            else (selected, importance_result, num_samples),
+        )
+
+    return loo_at
 
 
-def _leave_group_out(groups, plate_model, guide, mean, precision, arrays, static, names, options):
+def _conjugate_loo_at(model, guide, args, kwargs, plate, params):
+    return conjugate_loo(model, guide, params, *args, plate=plate, **kwargs)
+
+
+def _leave_group_out(groups, plate_model, guide, arrays, static, names, options, itemsize):
+    """The leave-group-out part of :func:`prepare_loo`: checks, then ``params -> result``."""
     # group_loo builds on this module's integration rules: import it here, not at the top.
-    from numpyro_mpe.group_loo import group_codes, group_loo_core
+    from numpyro_mpe.group_loo import group_codes
 
     labels, codes = group_codes(groups, plate_model.num_examples)
-    size = len(labels) * plate_model.num_latents**2 * mean.dtype.itemsize
+    size = len(labels) * plate_model.num_latents**2 * itemsize
     if size > _MAX_HESSIAN_BYTES:
         raise ValueError(
             f"leave-group-out needs per-group Hessians of {size / 2**30:.1f} GiB "
             f"({len(labels)} groups x {plate_model.num_latents}^2)"
         )
+    return partial(
+        _leave_group_out_at, plate_model, guide, arrays, static, names, options, labels, codes
+    )
+
+
+def _leave_group_out_at(plate_model, guide, arrays, static, names, options, labels, codes, params):
+    from numpyro_mpe.group_loo import group_loo_core
+
+    mean, precision = guide.mean_precision(params)
     result = group_loo_core(
         mean,
         precision,

@@ -74,5 +74,8 @@ def test_checkpoints_record_mpe_loo_by_default(wells, x64):
     )
     assert sorted(result.checkpoints) == [5, 20]
     assert isinstance(result.checkpoints[20], mpe.ELPDDataMPE)
+    # The last checkpoint is MPE-LOO at the returned params (the model traced once).
+    direct = mpe.loo(logistic_model, guide, result.params, X, y)
+    np.testing.assert_array_equal(result.checkpoints[20].elpd_i, direct.elpd_i)
     with pytest.raises(ValueError, match=r"checkpoint steps must be in \[1, 20\], got \[25\]"):
         blr.run(jax.random.PRNGKey(0), 20, X, y, checkpoints=[25], progress_bar=False)
