@@ -374,19 +374,37 @@ def test_posteriordb_iblr_dense(posteriordb_problem, x64):
     np.testing.assert_allclose(ratio, 1.0, rtol=0.2)
 
 
+def _warm_constant_decay(peak: float, warmup: int, decay_from: int, decay_scale: float):
+    """Linear warm-up to ``peak`` over ``warmup`` steps, constant, then ``exp(-(t -
+    decay_from) / decay_scale)``: long enough at ``peak`` for the slow directions, then
+    small steps so the Monte Carlo noise of the final mean dies out."""
+
+    def schedule(step):
+        warm = jnp.minimum(1.0, (step + 1.0) / warmup)
+        return peak * warm * jnp.minimum(1.0, jnp.exp(-(step - decay_from) / decay_scale))
+
+    return schedule
+
+
 @pytest.mark.slow
 def test_posteriordb_iblr_diag(posteriordb_problem, x64):
-    """Diagonal iBLR vs NUTS. The diagonal family's variance is ``1 / (Sigma^-1)_jj``,
-    so its ratio to the true variance is ``1 / (Sigma_jj (Sigma^-1)_jj) <= 1`` (``1 -
-    rho^2`` for two coordinates): asserted within 20% of that bound, computed from the
-    reference draws. kidiq: means within 0.2 sd (measured 0.043, 0.061, 0.032, 0.114).
-    earnings (intercept-slope correlation -0.998): diagonally preconditioned steps
-    contract the mean by ~``lr (1 - rho)`` per step, so the coefficients are still ~1.4
-    sd off after 3000 steps; only log sigma's mean (0.03 sd) is asserted there."""
+    """Diagonal iBLR vs NUTS: means within 0.1 ref sd; variances within 20% of the
+    diagonal family's ``1 / (Sigma^-1)_jj``, whose ratio to the true variance is ``1 /
+    (Sigma_jj (Sigma^-1)_jj) <= 1`` (``1 - rho^2`` for two coordinates), computed from
+    the reference draws.
+
+    earnings' intercept and slope have correlation -0.998: diagonally preconditioned
+    steps contract that direction by ``~lr (1 - |rho|)`` per step, so the schedule holds
+    ``lr = 0.6`` for 5000 steps before decaying (with ``min(0.3, 300 / (t + 1))`` the
+    coefficients were still 1.4 sd off after 3000 steps). The 500-step warm-up matters:
+    without it one seed in six diverged in its first 50 steps. Measured over seeds 0-5:
+    largest |mean error| 0.085 sd (earnings) and 0.035 sd (kidiq); seed 0: 0.031, 0.025.
+    """
     name = posteriordb_problem[0]
     draws = posteriordb_problem[-1]
-    optimizer = mpe.optim.iblr(_schedule(0.3, 300.0), beta2=0.99, mc_samples=8, hess_init=1.0)
-    error, ratio = _posteriordb_fit(posteriordb_problem, optimizer, "diag", 3000)
+    schedule = _warm_constant_decay(0.6, warmup=500, decay_from=5000, decay_scale=400.0)
+    optimizer = mpe.optim.iblr(schedule, beta2=0.99, mc_samples=8, hess_init=1.0)
+    error, ratio = _posteriordb_fit(posteriordb_problem, optimizer, "diag", 7000)
     covariance = np.cov(draws.T)
     bound = 1 / (np.diag(covariance) * np.diag(np.linalg.inv(covariance)))
     print(
@@ -394,10 +412,7 @@ def test_posteriordb_iblr_diag(posteriordb_problem, x64):
         f"diagonal-family ratio {bound.round(4)}"
     )
     np.testing.assert_allclose(ratio, bound, rtol=0.2)
-    if name == "kidiq":
-        assert np.all(np.abs(error) < 0.2)
-    else:
-        assert abs(error[-1]) < 0.1
+    assert np.all(np.abs(error) < 0.1)
 
 
 def test_gauss_newton_equals_the_hessian_for_a_canonical_link(wells, x64):
