@@ -80,8 +80,9 @@ def _embedded_rule() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ``_ADAPTIVE_POINTS``, and the weights ``(Q,)`` of the rule embedded in them.
 
     The embedded rule uses the same nodes less the outer two (zero weight there), with
-    the weights that integrate ``1, x, ..., x^{Q-3}`` exactly: degree ``Q - 3`` against
-    the Gauss rule's ``2Q - 1``. Its weights are positive.
+    the weights that integrate ``1, x, ..., x^{Q-3}`` exactly against ``N(0, 1)`` (and,
+    the nodes being symmetric, ``x^{Q-2}``): degree ``Q - 2`` against the Gauss rule's
+    ``2Q - 1``. Its weights are positive.
     """
     x, w = np.polynomial.hermite.hermgauss(_ADAPTIVE_POINTS)
     nodes, weights = np.sqrt(2.0) * x, w / np.sqrt(np.pi)
