@@ -55,6 +55,7 @@ _GAUSS_HERMITE_POINTS = {1: 20, 2: 12, 3: 8}
 _ADAPTIVE_POINTS = 9  # K = 1: tried first, see _log_predictive
 _ADAPTIVE_TOLERANCE = 1e-7  # on the embedded rule's error estimate, in log density
 _MAX_UNROLL = 32
+_REPAIRED_ROWS = 1024  # examples integrated again on their own rows, at most
 _MONTE_CARLO_DRAWS = 2048
 _DIRECTIONS_PER_STEP = 8
 _MAX_HESSIAN_BYTES = 2 * 1024**3
@@ -110,17 +111,22 @@ def _log_predictive(predictor: Predictor, mean: jax.Array, cov: jax.Array) -> ja
         return _gauss_hermite(predictor, mean, _covariance_root(cov))
     (density,), accurate = _embedded_gauss_hermite(predictor, mean[:, 0], cov[:, 0, 0], ())
     return jax.lax.cond(
-        accurate, lambda: density, lambda: _gauss_hermite(predictor, mean, _covariance_root(cov))
+        jnp.all(accurate),
+        lambda: density,
+        lambda: _gauss_hermite(predictor, mean, _covariance_root(cov)),
     )
 
 
-def _log_predictive_pair(predictor, cavity_mean, cavity_cov, mean, cov):
+def _log_predictive_pair(predictor, cavity_mean, cavity_cov, mean, cov, rows=None):
     """``(elpd_i, lppd_i)``: :func:`_log_predictive` against the cavity and against the
     full-data predictive, both ``(N,)``.
 
     For ``K = 1`` both come from one set of likelihood evaluations, at the cavity's
     nodes (the full-data density by importance reweighting, its error estimated as the
-    cavity's); if either estimate exceeds the tolerance, each is computed on its own.
+    cavity's). The examples whose estimates exceed the tolerance are integrated again,
+    each density on its own (:func:`_log_predictive`): only those examples when there
+    are at most ``_REPAIRED_ROWS`` of them and ``rows`` (``indices (M,) -> Predictor`` of
+    those examples alone) is given, else all ``N``.
     """
     if predictor.noise_variance is not None or mean.shape[1] != 1:
         return (
@@ -130,14 +136,33 @@ def _log_predictive_pair(predictor, cavity_mean, cavity_cov, mean, cov):
     (elpd, lppd), accurate = _embedded_gauss_hermite(
         predictor, cavity_mean[:, 0], cavity_cov[:, 0, 0], ((mean[:, 0], cov[:, 0, 0]),)
     )
-    return jax.lax.cond(
-        accurate,
-        lambda: (elpd, lppd),
-        lambda: (
+
+    def every_example():
+        return (
             _log_predictive(predictor, cavity_mean, cavity_cov),
             _log_predictive(predictor, mean, cov),
-        ),
-    )
+        )
+
+    size = min(_REPAIRED_ROWS, mean.shape[0])
+    if rows is None or not 0 < size < mean.shape[0]:
+        repair = every_example
+    else:
+
+        def refused_examples():
+            # Padded with the first refused example: repeated writes of the same value.
+            indices = jnp.nonzero(~accurate, size=size, fill_value=jnp.argmin(accurate))[0]
+            subset = rows(indices)
+            return (
+                elpd.at[indices].set(
+                    _log_predictive(subset, cavity_mean[indices], cavity_cov[indices])
+                ),
+                lppd.at[indices].set(_log_predictive(subset, mean[indices], cov[indices])),
+            )
+
+        def repair():
+            return jax.lax.cond(jnp.sum(~accurate) <= size, refused_examples, every_example)
+
+    return jax.lax.cond(jnp.all(accurate), lambda: (elpd, lppd), repair)
 
 
 def _embedded_gauss_hermite(predictor: Predictor, mean, variance, targets):
@@ -157,8 +182,8 @@ def _embedded_gauss_hermite(predictor: Predictor, mean, variance, targets):
     densities : tuple of jax.Array
         ``(N,)`` log densities, the first against ``N(mean, variance)``, then one per target.
     accurate : jax.Array
-        Scalar bool: every estimate is finite and at most ``_ADAPTIVE_TOLERANCE`` (or
-        ``100 eps`` of the dtype, if larger).
+        ``(N,)`` bool: every estimate of that example is finite and at most
+        ``_ADAPTIVE_TOLERANCE`` (or ``100 eps`` of the dtype, if larger).
     """
     nodes, weights, embedded = (jnp.asarray(a, mean.dtype) for a in _embedded_rule())
     variance = jnp.clip(variance, 0.0)
@@ -193,7 +218,7 @@ def _embedded_gauss_hermite(predictor: Predictor, mean, variance, targets):
     tolerance = max(_ADAPTIVE_TOLERANCE, 100 * float(jnp.finfo(mean.dtype).eps))
     # A zero, infinite or NaN total gives a NaN or infinite error, which fails the test.
     accurate = jnp.all(
-        jnp.stack([jnp.abs(total - check) / total <= tolerance for total, check in totals])
+        jnp.stack([jnp.abs(total - check) / total <= tolerance for total, check in totals]), 0
     )
     return tuple(shift + jnp.log(total) for total, _ in totals), accurate
 
@@ -371,7 +396,11 @@ def _dense_cavity(v, lam):
     return cavity, reliability
 
 
-def _predictor_loo(predictor: Predictor, mean, precision, *, method: str, row_jacobian=None):
+def _predictor_loo(
+    predictor: Predictor, mean, precision, *, method: str, row_jacobian=None, rows=None
+):
+    """``(elpd_i, lppd_i, reliability_i)`` with a predictor. ``row_jacobian``: see
+    :func:`_row_covariances`; ``rows``: see :func:`_log_predictive_pair`."""
     f = predictor.fn(mean)
     e, lam = _likelihood_curvature(predictor, f)
     if row_jacobian is None:
@@ -383,7 +412,7 @@ def _predictor_loo(predictor: Predictor, mean, precision, *, method: str, row_ja
         cavity = v
     cavity = jnp.where(valid[:, None, None], 0.5 * (cavity + jnp.swapaxes(cavity, 1, 2)), v)
     cavity_mean = f + jnp.einsum("nkl,nl->nk", cavity, e)
-    elpd, lppd = _log_predictive_pair(predictor, cavity_mean, cavity, f, v)
+    elpd, lppd = _log_predictive_pair(predictor, cavity_mean, cavity, f, v, rows)
     return elpd, lppd, reliability
 
 
@@ -431,32 +460,38 @@ def _loo_core(mean, precision, arrays, *, model, static, plate, names, method, g
 
     ``gathered`` (which array arguments hold one row per example, from
     :func:`~numpyro_mpe.rows.plan_row_slicing`): take the predictor's Jacobian row by row,
-    each from the model run on that example alone.
+    each from the model run on that example alone, and integrate the examples that the
+    9-node rule refuses on their own rows (:func:`_log_predictive_pair`).
     """
     args, kwargs = join_arguments(arrays, static)
     plate_model = trace_model(model, *args, plate=plate, with_predictor=names or False, **kwargs)
     if names is None:
         return _laplace_loo(plate_model.log_lik, mean, precision)
-    row_jacobian = None
+    row_jacobian = rows = None
     if gathered is not None:
+
+        def rows(indices):
+            """The predictor of the model run on the examples ``indices`` alone."""
+            sliced = [
+                jnp.take(a, indices, axis=0) if g else a
+                for a, g in zip(arrays, gathered, strict=True)
+            ]
+            row_args, row_kwargs = join_arguments(sliced, static)
+            return trace_model(
+                model, *row_args, plate=plate, with_predictor=names, **row_kwargs
+            ).predictor
 
         @jax.vmap
         def row_jacobian(index):
-            def rows_predictor(theta):
-                sliced = [
-                    jnp.take(a, index[None], axis=0) if g else a
-                    for a, g in zip(arrays, gathered, strict=True)
-                ]
-                row_args, row_kwargs = join_arguments(sliced, static)
-                rows = trace_model(
-                    model, *row_args, plate=plate, with_predictor=names, **row_kwargs
-                )
-                return rows.predictor.fn(theta)
-
-            return jax.jacrev(rows_predictor)(mean)[0]  # (K, P)
+            return jax.jacrev(lambda theta: rows(index[None]).fn(theta))(mean)[0]  # (K, P)
 
     return _predictor_loo(
-        plate_model.predictor, mean, precision, method=method, row_jacobian=row_jacobian
+        plate_model.predictor,
+        mean,
+        precision,
+        method=method,
+        row_jacobian=row_jacobian,
+        rows=rows,
     )
 
 

@@ -127,3 +127,30 @@ def test_row_slicing_is_probed_once_per_structure(x64, monkeypatch):
     np.testing.assert_array_equal(first.elpd_i.values, second.elpd_i.values)
     mpe.loo(logistic, guide, fit.params, X[:100], y[:100])  # new shapes: probed anew
     assert len(calls) == 2
+
+
+def test_refused_examples_are_integrated_again_on_their_own_rows(x64):
+    """Wells plus a column that is 1 for three examples only: their predictive
+    variances are large, the 9-node rule refuses them (and a few others), and only
+    those are integrated again, on their own rows. The values equal the streaming
+    form's, which integrates every example again with 20 nodes, to 1e-9."""
+    X, y = wells_design()
+    rare = np.zeros((X.shape[0], 1))
+    rare[[10, 1000, 2000]] = 1.0
+    X = np.hstack([X, rare])
+    guide, fit, rows, streaming = both_forms(logistic, "dense", X, y)
+    # Which examples the shared 9-node rule refuses, recomputed from the cavity.
+    mean, precision = guide.mean_precision(fit.params)
+    predictor = trace_model(logistic, X, y).predictor
+    f = predictor.fn(mean)
+    e, lam = loo_module._likelihood_curvature(predictor, f)
+    v, cavity, _ = loo_module._prediction_space_covariances(predictor.fn, mean, precision, lam)
+    cavity_mean = f + jnp.einsum("nkl,nl->nk", cavity, e)
+    _, accurate = loo_module._embedded_gauss_hermite(
+        predictor, cavity_mean[:, 0], cavity[:, 0, 0], ((f[:, 0], v[:, 0, 0]),)
+    )
+    refused = np.flatnonzero(~np.asarray(accurate))
+    assert {10, 1000, 2000} <= set(refused)
+    assert len(refused) <= loo_module._REPAIRED_ROWS < X.shape[0]
+    for from_rows, from_streaming in zip(rows, streaming, strict=True):
+        np.testing.assert_allclose(from_rows, from_streaming, rtol=0, atol=1e-9)
