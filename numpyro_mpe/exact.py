@@ -34,10 +34,11 @@ from numpyro_mpe.gaussian import (
 from numpyro_mpe.group_loo import group_codes
 from numpyro_mpe.guide import AutoGaussian
 from numpyro_mpe.importance import _log_normalizer
-from numpyro_mpe.loo import _log_predictive, _prediction_space_covariances
+from numpyro_mpe.loo import _prediction_space_covariances
 from numpyro_mpe.model import PlateModel, trace_model
 from numpyro_mpe.optim import NaturalGradientOptimizer, newton
 from numpyro_mpe.psis import ParetoKWarning
+from numpyro_mpe.quadrature import _log_predictive
 
 __all__ = ["exact_loo"]
 

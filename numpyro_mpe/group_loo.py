@@ -46,8 +46,9 @@ from jax.typing import ArrayLike
 
 from numpyro_mpe.gaussian import draws_from_standard_normal, is_dense
 from numpyro_mpe.importance import _log_normalizer
-from numpyro_mpe.loo import _log_predictive, _prediction_space_covariances
+from numpyro_mpe.loo import _prediction_space_covariances
 from numpyro_mpe.model import Predictor, join_arguments, trace_model
+from numpyro_mpe.quadrature import _log_predictive
 
 __all__ = ["GroupLOO", "group_codes", "group_loo_core"]
 

@@ -13,6 +13,7 @@ import pytest
 from conftest import laplace_fit, shared_csv, shared_json
 
 import numpyro_mpe as mpe
+import numpyro_mpe.quadrature as quadrature
 from numpyro_mpe.model import split_arguments, trace_model
 from numpyro_mpe.rows import plan_row_slicing
 
@@ -146,11 +147,11 @@ def test_refused_examples_are_integrated_again_on_their_own_rows(x64):
     e, lam = loo_module._likelihood_curvature(predictor, f)
     v, cavity, _ = loo_module._prediction_space_covariances(predictor.fn, mean, precision, lam)
     cavity_mean = f + jnp.einsum("nkl,nl->nk", cavity, e)
-    _, accurate = loo_module._embedded_gauss_hermite(
+    _, accurate = quadrature._embedded_gauss_hermite(
         predictor, cavity_mean[:, 0], cavity[:, 0, 0], ((f[:, 0], v[:, 0, 0]),)
     )
     refused = np.flatnonzero(~np.asarray(accurate))
     assert {10, 1000, 2000} <= set(refused)
-    assert len(refused) <= loo_module._REPAIRED_ROWS < X.shape[0]
+    assert len(refused) <= quadrature._REPAIRED_ROWS < X.shape[0]
     for from_rows, from_streaming in zip(rows, streaming, strict=True):
         np.testing.assert_allclose(from_rows, from_streaming, rtol=0, atol=1e-9)

@@ -1,8 +1,7 @@
-"""The integration rules behind loo: Gauss-Hermite, Monte Carlo, and overflow safety."""
+"""The integration rules behind loo (``numpyro_mpe.quadrature``): Gauss-Hermite, the
+adaptive 9-node rule, Monte Carlo, and overflow safety."""
 
 from __future__ import annotations
-
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +9,8 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 
+import numpyro_mpe.quadrature as quadrature
 from numpyro_mpe.model import Predictor
-
-loo_module = sys.modules["numpyro_mpe.loo"]
 
 
 def quadratic_predictor(center: float) -> Predictor:
@@ -34,7 +32,7 @@ def test_gauss_hermite_accuracy_for_gaussian_integrands(x64):
     for k, tolerance in ((1, 1e-9), (2, 1e-8), (3, 3e-7)):
         mean = jnp.linspace(-1, 1, 5 * k).reshape(5, k)
         cov = jnp.broadcast_to(0.3 * jnp.eye(k), (5, k, k))
-        result = loo_module._log_predictive(quadratic_predictor(0.5), mean, cov)
+        result = quadrature._log_predictive(quadratic_predictor(0.5), mean, cov)
         expected = closed_form(0.5, np.asarray(mean), 0.3)
         np.testing.assert_allclose(result, expected, rtol=tolerance)
 
@@ -42,7 +40,7 @@ def test_gauss_hermite_accuracy_for_gaussian_integrands(x64):
 def test_monte_carlo_rule_beyond_three_components(x64):
     mean = jnp.zeros((3, 4))
     cov = jnp.broadcast_to(0.2 * jnp.eye(4), (3, 4, 4))
-    result = loo_module._log_predictive(quadratic_predictor(0.3), mean, cov)
+    result = quadrature._log_predictive(quadratic_predictor(0.3), mean, cov)
     # 2048 fixed draws: relative error ~ 1e-3 here.
     np.testing.assert_allclose(result, closed_form(0.3, np.asarray(mean), 0.2), rtol=5e-3)
 
@@ -50,7 +48,7 @@ def test_monte_carlo_rule_beyond_three_components(x64):
 def test_singular_covariance_is_integrated_along_its_range(x64):
     mean = jnp.zeros((2, 2))
     cov = jnp.broadcast_to(jnp.array([[0.5, 0.0], [0.0, 0.0]]), (2, 2, 2))
-    result = loo_module._log_predictive(quadratic_predictor(1.0), mean, cov)
+    result = quadrature._log_predictive(quadratic_predictor(1.0), mean, cov)
     expected = closed_form(1.0, np.zeros((2, 1)), 0.5) + closed_form(1.0, np.zeros((2, 1)), 0.0)
     np.testing.assert_allclose(result, expected, rtol=1e-8)
 
@@ -60,8 +58,8 @@ def test_overflowing_shift_falls_back_to_log_sum_exp(x64):
     overflows and the running log-sum-exp gives the same quadrature, finite."""
     mean = jnp.zeros((1, 1))
     cov = jnp.full((1, 1, 1), 400.0)
-    result = loo_module._log_predictive(quadratic_predictor(100.0), mean, cov)
-    x, w = np.polynomial.hermite.hermgauss(loo_module._GAUSS_HERMITE_POINTS[1])
+    result = quadrature._log_predictive(quadratic_predictor(100.0), mean, cov)
+    x, w = np.polynomial.hermite.hermgauss(quadrature._GAUSS_HERMITE_POINTS[1])
     f = np.sqrt(2.0) * 20.0 * x
     terms = -0.5 * (f - 100.0) ** 2 - 0.5 * np.log(2 * np.pi) + np.log(w / np.sqrt(np.pi))
     expected = terms.max() + np.log(np.sum(np.exp(terms - terms.max())))
@@ -89,7 +87,7 @@ def poisson_predictor(y) -> Predictor:
 
 def twenty_nodes(predictor, mean, variance):
     root = jnp.sqrt(jnp.asarray(variance))[:, None, None]
-    return loo_module._gauss_hermite(predictor, jnp.asarray(mean)[:, None], root)
+    return quadrature._gauss_hermite(predictor, jnp.asarray(mean)[:, None], root)
 
 
 VARIANCES = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 4.0)
@@ -122,11 +120,11 @@ def test_nine_node_rule_is_taken_only_where_it_matches_twenty_nodes(
     accepted = []
     for variance in VARIANCES:
         variances = jnp.full(means.shape, variance)
-        (nine,), accurate = loo_module._embedded_gauss_hermite(
+        (nine,), accurate = quadrature._embedded_gauss_hermite(
             predictor, jnp.asarray(means), variances, ()
         )
         reference = twenty_nodes(predictor, means, variances)
-        result = loo_module._log_predictive(
+        result = quadrature._log_predictive(
             predictor, jnp.asarray(means)[:, None], variances[:, None, None]
         )
         if jnp.all(accurate):
@@ -151,10 +149,10 @@ def test_full_data_density_reweighted_from_the_cavity_nodes(x64):
     gradient = jax.nn.sigmoid(f) - jnp.asarray(y)
     cavity = variance / (1 - curvature * variance)
     cavity_mean = f + cavity * gradient
-    elpd, lppd = loo_module._log_predictive_pair(
+    elpd, lppd = quadrature._log_predictive_pair(
         predictor, cavity_mean[:, None], cavity[:, None, None], f[:, None], variance[:, None, None]
     )
-    (_, _), accurate = loo_module._embedded_gauss_hermite(
+    (_, _), accurate = quadrature._embedded_gauss_hermite(
         predictor, cavity_mean, cavity, ((f, variance),)
     )
     assert jnp.all(accurate)  # the shared-node path is the one tested
@@ -171,19 +169,19 @@ def test_reweighting_is_refused_when_the_cavity_is_much_wider(x64):
     predictor = bernoulli_predictor([1.0])
     f, variance = jnp.array([0.5]), jnp.array([0.01])
     cavity_mean, cavity = jnp.array([-2.0]), jnp.array([1.0])
-    (_, _), accurate = loo_module._embedded_gauss_hermite(
+    (_, _), accurate = quadrature._embedded_gauss_hermite(
         predictor, cavity_mean, cavity, ((f, variance),)
     )
     assert not jnp.any(accurate)
-    elpd, lppd = loo_module._log_predictive_pair(
+    elpd, lppd = quadrature._log_predictive_pair(
         predictor, cavity_mean[:, None], cavity[:, None, None], f[:, None], variance[:, None, None]
     )
     np.testing.assert_array_equal(
-        lppd, loo_module._log_predictive(predictor, f[:, None], variance[:, None, None])
+        lppd, quadrature._log_predictive(predictor, f[:, None], variance[:, None, None])
     )
     np.testing.assert_allclose(lppd, twenty_nodes(predictor, f, variance), atol=1e-9)
     np.testing.assert_array_equal(
-        elpd, loo_module._log_predictive(predictor, cavity_mean[:, None], cavity[:, None, None])
+        elpd, quadrature._log_predictive(predictor, cavity_mean[:, None], cavity[:, None, None])
     )
 
 
@@ -192,7 +190,7 @@ def test_adaptive_rule_in_float32():
     the float64 20-node rule."""
     means = np.linspace(-5, 5, 64)
     y = np.tile([0.0, 1.0], 32)
-    (nine,), accurate = loo_module._embedded_gauss_hermite(
+    (nine,), accurate = quadrature._embedded_gauss_hermite(
         bernoulli_predictor(y.astype(np.float32)),
         jnp.asarray(means, jnp.float32),
         jnp.full(64, 1e-3, jnp.float32),
