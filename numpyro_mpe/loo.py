@@ -426,7 +426,21 @@ def prepare_loo(
     itemsize = plate_model.init_theta.dtype.itemsize
     if groups is not None:
         return _leave_group_out(
-            groups, plate_model, guide, arrays, static, names, locals(), itemsize
+            groups,
+            plate_model,
+            guide,
+            arrays,
+            static,
+            names,
+            {
+                "model": model,
+                "plate": plate,
+                "method": method,
+                "seed": seed,
+                "num_samples": num_samples,
+                "reliability_threshold": reliability_threshold,
+            },
+            itemsize,
         )
     if names is None:
         size = plate_model.num_examples * plate_model.num_latents**2 * itemsize
