@@ -15,7 +15,7 @@ median of many calls, each ended by ``jax.block_until_ready``; the two sides of 
 ratio run alternately within each repeat, so both see the same machine load. The ratio
 is the median of the per-repeat ratios.
 
-The iBLR step is timed twice: the jitted step ``numpyro_mpe.infer._blr_update`` called
+The iBLR step is timed twice: the jitted step ``numpyro_mpe.infer.blr.blr_update`` called
 directly (what the 1.5x target is checked on), and ``BLR.update`` as a user calls it
 (the jitted step plus its Python argument handling). Both pick their batch themselves
 (``minibatch_indices``: a fresh pseudorandom permutation per epoch) and gather its rows;
@@ -23,7 +23,7 @@ the Adam step is given its indices (precomputed from a NumPy permutation) and on
 gathers them. MPE-LOO is timed as ``numpyro_mpe.loo`` end to end (second and later
 calls), as a checkpoint does it (``numpyro_mpe.prepare_loo`` once, then the returned
 function of the params: what ``BLR.run(checkpoints=...)`` calls), and as its jitted core
-``numpyro_mpe.loo._loo_core`` alone.
+``numpyro_mpe.crossval.mpe_loo.loo_core`` alone.
 
 Usage::
 
@@ -57,12 +57,12 @@ import optax  # noqa: E402
 from numpyro.infer.util import log_density  # noqa: E402
 
 import numpyro_mpe as mpe  # noqa: E402
-from numpyro_mpe.infer import MinibatchPlan, _blr_update, minibatch_indices  # noqa: E402
-from numpyro_mpe.model import split_arguments  # noqa: E402
-from numpyro_mpe.rows import plan_row_slicing  # noqa: E402
+from numpyro_mpe.core.model import split_arguments  # noqa: E402
+from numpyro_mpe.core.rows import MinibatchPlan, plan_row_slicing  # noqa: E402
+from numpyro_mpe.infer.blr import blr_update  # noqa: E402
+from numpyro_mpe.infer.minibatch import minibatch_indices  # noqa: E402
 
-# ``numpyro_mpe.loo`` the attribute is the function; the module holds the jitted core.
-_loo_module = importlib.import_module("numpyro_mpe.loo")
+_loo_module = importlib.import_module("numpyro_mpe.crossval.mpe_loo")
 
 fmt_time, fmt_ratio, environment = bench_loo.fmt_time, bench_loo.fmt_ratio, bench_loo.environment
 
@@ -155,7 +155,7 @@ def run(n: int, d: int, batch_size: int, step_repeats: int, loo_repeats: int, dt
 
     def iblr_step():  # the jitted step, called directly
         nonlocal iblr_state
-        iblr_state, info = _blr_update(
+        iblr_state, info = blr_update(
             model, optimizer, None, static, batch_size, iblr_state, arrays
         )
         return info.loss
@@ -213,7 +213,7 @@ def run(n: int, d: int, batch_size: int, step_repeats: int, loo_repeats: int, dt
 
     def weighted_step():
         nonlocal weighted_state
-        weighted_state, info = _blr_update(
+        weighted_state, info = blr_update(
             model, optimizer, None, static, batch_size, weighted_state, arrays
         )
         return info.loss
@@ -250,7 +250,7 @@ def run(n: int, d: int, batch_size: int, step_repeats: int, loo_repeats: int, dt
     out["loo_rows"] = row_plan.path
 
     def loo_core():
-        return _loo_module._loo_core(
+        return _loo_module.loo_core(
             mean,
             precision,
             arrays,
@@ -311,7 +311,7 @@ def report(r: dict) -> str:
         f"| optax Adam (jitted, batch indices given) | {cell(r['adam_step'])} | 1 |",
         f"| optax Adam, picking its batch as BLR does (`minibatch_indices` in the step) | "
         f"{cell(r['adam_own_batch_step'])} | - |",
-        f"| iBLR, jitted step `_blr_update` | {cell(r['iblr_step'])} | "
+        f"| iBLR, jitted step `blr_update` | {cell(r['iblr_step'])} | "
         f"{fmt_ratio(r['step_ratio'], STEP_TARGET, True)} ({mins('iblr_step', 'adam_step')}) |",
         f"| iBLR, jitted step on the weighted O(N) fallback path | "
         f"{cell(r['weighted_step'])} | - |",
@@ -331,7 +331,7 @@ def report(r: dict) -> str:
         "|---|---:|---:|",
         f"| per-example gradients, `jit(vmap(grad))` over all N | {cell(r['gradient_pass'])} "
         "| 1 |",
-        f"| jitted core `numpyro_mpe.loo._loo_core` | {cell(r['loo_core'])} | "
+        f"| jitted core `numpyro_mpe.crossval.mpe_loo.loo_core` | {cell(r['loo_core'])} | "
         f"{fmt_ratio(r['loo_ratio'], LOO_TARGET, True)} ({mins('loo_core', 'gradient_pass')}) |",
         f"| checkpoint: `prepare_loo(...)(params)`, as `BLR.run(checkpoints=)` | "
         f"{cell(r['loo_checkpoint'])} | {fmt_ratio(r['loo_ratio_checkpoint'], LOO_TARGET, True)} "

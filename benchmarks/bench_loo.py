@@ -8,7 +8,8 @@ For each N this measures, each N in its own subprocess (so that peak memory is p
   at the fitted mean;
 * MPE-LOO end to end (``mpe.loo(model, guide, params, X, y)`` exactly as a user calls it,
   model tracing included) and its jitted numerical core alone
-  (``numpyro_mpe.loo._predictor_loo`` with ``method="cavity"`` on ``(mean, precision)``);
+  (``numpyro_mpe.crossval.mpe_loo.predictor_loo`` with ``method="cavity"`` on
+  ``(mean, precision)``);
 * the ratios of both MPE-LOO times to the baseline (target <= 5);
 * peak resident memory (``ru_maxrss``) after the fit and at the end of the run.
 
@@ -49,8 +50,7 @@ import numpyro.distributions as dist  # noqa: E402
 
 import numpyro_mpe as mpe  # noqa: E402
 
-# ``numpyro_mpe.loo`` the attribute is the function; the module holds the jitted core.
-_loo_module = importlib.import_module("numpyro_mpe.loo")
+_loo_module = importlib.import_module("numpyro_mpe.crossval.mpe_loo")
 
 D = 20
 DEFAULT_SIZES = (1_000, 10_000, 100_000, 1_000_000)
@@ -201,7 +201,7 @@ def worker_size(n: int, repeats: int) -> dict:
     # and the jitted numerical core of MPE-LOO on (mean, precision), timed alternately so
     # that both see the same machine load.
     baseline = jax.jit(value_grad_hessian(pm.log_joint))
-    core = jax.jit(functools.partial(_loo_module._predictor_loo, pm.predictor, method="cavity"))
+    core = jax.jit(functools.partial(_loo_module.predictor_loo, pm.predictor, method="cavity"))
     (base_first, core_first), (base_times, core_times), (_, core_out) = time_paired(
         [lambda: baseline(mean), lambda: core(mean, precision)], repeats
     )
@@ -265,7 +265,7 @@ def worker_refits(n: int, repeats: int, chunk: int, loop_subset: int) -> dict:
     # MPE-LOO and the baseline again, in this process.
     out["loadavg_start"] = os.getloadavg()
     baseline = jax.jit(value_grad_hessian(pm.log_joint))
-    core = jax.jit(functools.partial(_loo_module._predictor_loo, pm.predictor, method="cavity"))
+    core = jax.jit(functools.partial(_loo_module.predictor_loo, pm.predictor, method="cavity"))
     _, (base_times, core_times), _ = time_paired(
         [lambda: baseline(mean), lambda: core(mean, precision)], repeats
     )

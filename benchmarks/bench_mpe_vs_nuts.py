@@ -7,7 +7,7 @@ at N = 1e4 and 1e5. Each N runs in its own subprocess and measures:
   steps (stops at convergence) then ``mpe.loo(model, guide, params, X, y)``. The first
   call (compilation included) is timed, then ``--repeats`` further calls of both on the
   same shapes (compilation excluded): the median is reported, split into fit and LOO.
-* **NUTS + PSIS-LOO**: ``numpyro_mpe.mcmc.mcmc_loo`` (NUTS, ``--num-chains`` chains run
+* **NUTS + PSIS-LOO**: ``numpyro_mpe.crossval.mcmc.mcmc_loo`` (NUTS, ``--num-chains`` chains run
   sequentially, ``--num-warmup`` + ``--num-samples`` iterations each; the per-example
   log-likelihood of every draw; ``relative_eff`` by chain and ``psis_loo``), timed once
   end to end and by stage. Its fixed cost (tracing and compiling the sampler, the
@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 
 import numpyro_mpe as mpe  # noqa: E402
-from numpyro_mpe.mcmc import mcmc_loo  # noqa: E402
+from numpyro_mpe.crossval.mcmc import mcmc_loo  # noqa: E402
 
 D = bench_loo.D
 DEFAULT_SIZES = (10_000, 100_000)

@@ -1,4 +1,4 @@
-"""Benchmark: ``numpyro_mpe.psis.psis_loo`` against ``arviz_stats.loo`` on CPU, float64.
+"""Benchmark: ``numpyro_mpe.crossval.psis.psis_loo`` against ``arviz_stats.loo`` on CPU, float64.
 
 The same log-likelihood array, ``(chain, draw, obs) = (4, 1000, 10_000)`` by default
 (a Normal linear regression, draws from AR(1) chains), goes through each method in
@@ -115,7 +115,7 @@ def worker(method: str, n_obs: int, n_chains: int, n_draws: int, repeats: int) -
         import jax
 
         jax.config.update("jax_enable_x64", True)
-        from numpyro_mpe.psis import psis_loo
+        from numpyro_mpe.crossval.psis import psis_loo
 
         r_eff = None if method == "psis_loo_reff" else 1.0
         keep_weights = method != "psis_loo_no_weights"

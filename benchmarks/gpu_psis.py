@@ -36,7 +36,7 @@ jax.config.update("jax_enable_x64", True)  # float64 runs need it; float32 stays
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from numpyro_mpe.psis import psis_loo, relative_eff  # noqa: E402
+from numpyro_mpe.crossval.psis import psis_loo, relative_eff  # noqa: E402
 
 N_CHAINS = 4
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)

@@ -9,7 +9,7 @@ of the same posterior. Both are per example, so they are on one scale: MPE-LOO s
 track the held-out curve without seeing the held-out data.
 
 Run: ``python examples/generalisation_during_training.py [--plot FILE.png]``; a test runs
-it with few steps (``tests/test_examples.py``).
+it with few steps (``tests/tools/test_examples.py``).
 """
 
 from __future__ import annotations

@@ -25,9 +25,8 @@ import numpyro
 import numpyro.distributions as dist
 
 import numpyro_mpe as mpe
-from numpyro_mpe.prior_selection import plot_prior_selection, select_prior
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "loo" / "loo_voice.csv"
+from numpyro_mpe.datasets import load_voice
+from numpyro_mpe.tools.prior_selection import plot_prior_selection, select_prior
 
 
 def sparse_logistic(X, y=None, tau=1.0):
@@ -38,14 +37,13 @@ def sparse_logistic(X, y=None, tau=1.0):
         numpyro.sample("y", dist.Bernoulli(logits=intercept + X @ beta), obs=y)
 
 
-def load_voice(num_features: int | None = None, num_test: int = 30, seed: int = 0):
+def voice_split(num_features: int | None = None, num_test: int = 30, seed: int = 0):
     """Standardised (non-constant) features and labels, split into ``(train, test)`` pairs."""
-    table = np.genfromtxt(DATA, delimiter=",", names=True)
-    names = [n for n in table.dtype.names if n != "y"][:num_features]
-    X = np.stack([table[n] for n in names], axis=1)
+    voice = load_voice()
+    X = voice.X[:, :num_features]
     X = X[:, X.std(0) > 0]
     X = (X - X.mean(0)) / X.std(0)
-    y = table["y"].astype(float)
+    y = voice.y
     order = np.random.default_rng(seed).permutation(len(y))
     test, train = order[:num_test], order[num_test:]
     return (X[train], y[train]), (X[test], y[test])
@@ -62,7 +60,7 @@ def test_log_predictive(guide, params, X, y, num_samples: int = 4000) -> float:
 def run(num_features: int | None = None, grid=None, *, refits: bool = True) -> dict:
     """Sweep ``tau``; return the selection, the brute-force and test curves, timings."""
     grid = np.logspace(-2, 1.5, 15) if grid is None else np.asarray(grid)
-    (X, y), (X_test, y_test) = load_voice(num_features)
+    (X, y), (X_test, y_test) = voice_split(num_features)
     start = time.perf_counter()
     with warnings.catch_warnings():
         # Small tau: a few influential recordings; reported per value in the result.

@@ -1,7 +1,7 @@
 """MPE-LOO on the wells data: fit, leave-one-out, influence, and a check against refits.
 
 Run: ``python examples/wells_loo.py [--plot wells_loo.png]``. A test runs it
-(``tests/test_examples.py``).
+(``tests/tools/test_examples.py``).
 """
 
 from __future__ import annotations

@@ -8,27 +8,29 @@ examples, :func:`loo` the Bayesian leave-one-out predictive densities as an Arvi
 """
 
 from numpyro_mpe import optim
-from numpyro_mpe.arviz import ELPDDataMPE, ELPDDataRefit, ReliabilityWarning
-from numpyro_mpe.compare import compare_loo, plot_loo_comparison
-from numpyro_mpe.conjugate import AutoConjugate
-from numpyro_mpe.exact import exact_loo
-from numpyro_mpe.guide import AutoGaussian
-from numpyro_mpe.infer import BLR, BLRRunResult, BLRState, NotPositiveDefiniteError
-from numpyro_mpe.loo import loo, prepare_loo
-from numpyro_mpe.mcmc import MCMCLooResult, mcmc_loo
-from numpyro_mpe.model import ModelError, PlateModel, Predictor, trace_model
-from numpyro_mpe.optax_posterior import posterior_from_svi
-from numpyro_mpe.perturb import perturb, removal_weights
-from numpyro_mpe.prior_selection import PriorSelection, plot_prior_selection, select_prior
-from numpyro_mpe.psis import (
+from numpyro_mpe.conjugate.guide import AutoConjugate
+from numpyro_mpe.core.gaussian import NotPositiveDefiniteError
+from numpyro_mpe.core.model import ModelError, PlateModel, Predictor, trace_model
+from numpyro_mpe.crossval.compare import compare_loo, plot_loo_comparison
+from numpyro_mpe.crossval.mcmc import MCMCLooResult, mcmc_loo
+from numpyro_mpe.crossval.mpe_loo import loo, prepare_loo
+from numpyro_mpe.crossval.psis import (
     ELPDDataPSIS,
     ParetoKWarning,
     approximate_posterior_loo,
     psis_loo,
     relative_eff,
 )
-from numpyro_mpe.report import report
-from numpyro_mpe.sensitivity import Sensitivity, sensitivity
+from numpyro_mpe.crossval.refits import exact_loo
+from numpyro_mpe.crossval.results import ELPDDataMPE, ELPDDataRefit, ReliabilityWarning
+from numpyro_mpe.infer.blr import BLR, BLRRunResult, BLRState
+from numpyro_mpe.infer.guide import AutoGaussian
+from numpyro_mpe.infer.optax_posterior import posterior_from_svi
+from numpyro_mpe.perturbation.perturb import perturb
+from numpyro_mpe.perturbation.removal import removal_weights
+from numpyro_mpe.perturbation.sensitivity import Sensitivity, sensitivity
+from numpyro_mpe.tools.prior_selection import PriorSelection, plot_prior_selection, select_prior
+from numpyro_mpe.tools.report import report
 
 __all__ = [
     "BLR",

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Wells", "load_wells"]
+__all__ = ["Voice", "Wells", "load_voice", "load_wells"]
 
 
 class Wells(NamedTuple):
@@ -42,3 +42,41 @@ def load_wells() -> Wells:
     with resources.files("numpyro_mpe").joinpath("data/wells.csv").open() as handle:
         table = np.genfromtxt(handle, delimiter=",", names=True)
     return Wells(*(np.asarray(table[name], dtype=float) for name in Wells._fields))
+
+
+class Voice(NamedTuple):
+    """The voice rehabilitation data (Tsanas et al. 2014; R ``loo::voice``): 126
+    recordings, 312 acoustic features, a binary label.
+
+    Attributes
+    ----------
+    y : numpy.ndarray, shape (126,)
+        The binary label (0 or 1) of each recording: the experts' rating of the
+        phonation as acceptable or not during rehabilitative speech treatment.
+    X : numpy.ndarray, shape (126, 312)
+        The 312 acoustic features of each recording, unscaled, in the file's column
+        order. One column is constant; standardise (and drop it) before use.
+    names : tuple of str, length 312
+        The column names of ``X`` (``"X0"`` to ``"X311"``).
+
+    Notes
+    -----
+    Source: the R package loo (``loo::voice``; GPL >= 3), from A. Tsanas, M. A. Little,
+    C. Fox and L. O. Ramig (2014), "Objective automatic assessment of rehabilitative
+    speech treatment in Parkinson's disease", IEEE Transactions on Neural Systems and
+    Rehabilitation Engineering 22, 181-190. See ``numpyro_mpe/data/README.md``.
+    """
+
+    y: np.ndarray
+    X: np.ndarray
+    names: tuple[str, ...]
+
+
+def load_voice() -> Voice:
+    """Load the embedded voice data (a p >> n binary classification: 312 features, 126
+    recordings)."""
+    with resources.files("numpyro_mpe").joinpath("data/voice.csv").open() as handle:
+        table = np.genfromtxt(handle, delimiter=",", names=True)
+    names = tuple(name for name in table.dtype.names if name != "y")
+    X = np.stack([np.asarray(table[name], dtype=float) for name in names], axis=1)
+    return Voice(np.asarray(table["y"], dtype=float), X, names)

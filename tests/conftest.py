@@ -1,4 +1,4 @@
-"""Shared fixtures: real data from ``../shared/data`` and a contained float64 switch."""
+"""Shared fixtures: real data from ``tests/data`` and a contained float64 switch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: Real data and reference outputs the tests read, inside the repository (sources and
+#: licences in ``tests/data/README.md``).
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture
@@ -21,18 +23,20 @@ def x64():
         yield
 
 
-def shared_csv(relative: str) -> np.ndarray:
-    return np.genfromtxt(SHARED_DATA / relative, delimiter=",", names=True)
+def data_csv(relative: str) -> np.ndarray:
+    """A CSV under ``tests/data`` as a structured array (columns by header name)."""
+    return np.genfromtxt(TEST_DATA / relative, delimiter=",", names=True)
 
 
-def shared_json(relative: str) -> dict:
-    return json.loads((SHARED_DATA / relative).read_text())
+def data_json(relative: str) -> dict:
+    """A JSON file under ``tests/data``."""
+    return json.loads((TEST_DATA / relative).read_text())
 
 
 @pytest.fixture(scope="session")
 def wells():
     """X = [1, dist/100, arsenic], y = switch (rstanarm wells, N = 3020)."""
-    table = shared_csv("rstanarm/rstanarm_wells.csv")
+    table = data_csv("rstanarm/rstanarm_wells.csv")
     X = np.stack([np.ones(len(table)), table["dist"] / 100, table["arsenic"]], axis=1)
     return X, table["switch"].astype(float)
 
@@ -40,7 +44,7 @@ def wells():
 @pytest.fixture(scope="session")
 def kidiq():
     """X = [1, mom_hs, mom_iq / 10], y = kid_score (posteriordb kidiq, N = 434)."""
-    data = shared_json("posteriordb/kidiq.json")
+    data = data_json("posteriordb/kidiq.json")
     mom_hs = np.asarray(data["mom_hs"], float)
     mom_iq = np.asarray(data["mom_iq"], float)
     X = np.stack([np.ones_like(mom_hs), mom_hs, mom_iq / 10], axis=1)

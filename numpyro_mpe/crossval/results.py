@@ -1,0 +1,337 @@
+"""ArviZ containers for MPE results (built only at the boundary, from plain arrays)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import xarray as xr
+from arviz_stats.utils import ELPDDataLOO
+
+from numpyro_mpe.crossval.psis import ParetoKWarning
+
+__all__ = [
+    "ELPDDataMPE",
+    "ELPDDataRefit",
+    "ReliabilityWarning",
+    "make_elpd_data",
+    "make_refit_elpd_data",
+]
+
+
+_MAX_IMPORTANCE_MCSE = 0.5
+_MAX_GROUP_DECREMENT = 0.1
+
+
+class ReliabilityWarning(UserWarning):
+    """Some examples have a reliability value above the threshold (see :func:`loo`)."""
+
+
+@dataclass(kw_only=True, repr=False)
+class ELPDDataMPE(ELPDDataLOO):
+    """MPE-LOO result: an :class:`arviz_stats.ELPDDataLOO` that ``az.compare`` accepts.
+
+    Extra attributes
+    ----------------
+    reliability : DataArray
+        Per-example reliability value (``Lambda_i V_i`` for the scalar cavity form: the
+        share of the posterior precision along ``f_i`` that example ``i`` carries). Near
+        0 the first-order update is accurate; at 1 the cavity is improper.
+    reliability_threshold : float
+        Values above it are counted and warned about.
+    lppd_i : DataArray
+        Pointwise log predictive density under the full-data posterior (same
+        integration as ``elpd_i``), so that ``p = sum(lppd_i - elpd_i)``.
+    method : str
+        ``"cavity"``, ``"paper"`` or ``"laplace"`` (the parameter-space form).
+    covariance : str
+        ``"dense"`` or ``"diag"``: the Gaussian family used.
+    importance_pareto_k : DataArray
+        ``method="is"``: Pareto k of each importance-sampled example (coordinate: the
+        example indices); None otherwise.
+    importance_mpe_proposal : DataArray
+        ``method="is"``: True where the MPE posterior was the proposal (False: the
+        full-data Gaussian, the MPE precision not being positive definite).
+    importance_good_k : float
+        The Pareto k threshold for those draws, ``min(1 - 1 / log10(S), 0.7)``.
+    importance_mcse : float
+        Monte Carlo standard error of the sum of the importance-sampled ``elpd_i``
+        (independent per-example errors in quadrature, plus the shared evidence's error
+        once per example).
+    group_of_example : DataArray
+        Leave-group-out (``loo(..., groups=...)``): each example's group label, over the
+        plate; None otherwise.
+    example_elpd : DataArray
+        Leave-group-out with a predictor: ``log p(y_i | y_{-G(i)})`` over the plate, each
+        example's density given the data without its whole group.
+    group_log_loss : DataArray
+        Leave-group-out with a predictor: ``-mean_{i in G} log p(y_i | y_-G)`` per group
+        (the leave-one-class-out loss when the groups are a classifier's classes).
+    group_newton_decrement : DataArray
+        Leave-group-out: the Newton decrement of the log joint without the group at the
+        MPE cavity mean (0 when the cavity is the leave-group-out Laplace posterior);
+        above 0.1 the group's values are warned about.
+    """
+
+    _display_kind: ClassVar[str] = "loo_mpe"
+
+    reliability: xr.DataArray = None
+    reliability_threshold: float = 0.7
+    lppd_i: xr.DataArray = None
+    method: str = "cavity"
+    covariance: str = "dense"
+    importance_pareto_k: xr.DataArray = None
+    importance_mpe_proposal: xr.DataArray = None
+    importance_good_k: float | None = None
+    importance_mcse: float | None = None
+    group_of_example: xr.DataArray = None
+    example_elpd: xr.DataArray = None
+    group_log_loss: xr.DataArray = None
+    group_newton_decrement: xr.DataArray = None
+
+    def _header(self):
+        what = "observations" if self.group_of_example is None else "groups (left out whole)"
+        if self.method == "conjugate":
+            return (
+                "Computed by exact division of a conjugate posterior's natural parameters "
+                f"over {self.n_data_points} {what}."
+            )
+        return (
+            f"Computed by the memory-perturbation equation (method={self.method!r}) from a "
+            f"{self.covariance} Gaussian posterior over {self.n_data_points} {what}."
+        )
+
+    def _footer(self):
+        if self.method == "conjugate":
+            return "\nExact: no reliability values apply."
+        values = np.asarray(self.reliability)
+        poor = int(np.sum(values > self.reliability_threshold))
+        line = (
+            f"\nReliability value Lambda_i V_i: max {values.max():.3g}; "
+            f"{poor} of {values.size} above {self.reliability_threshold}."
+        )
+        if self.importance_pareto_k is not None:
+            k = np.asarray(self.importance_pareto_k)
+            line += (
+                f"\nMPE-IS on {k.size} examples: max Pareto k {k.max():.2f}; "
+                f"{int(np.sum(~(k <= self.importance_good_k)))} above "
+                f"{self.importance_good_k:.2f}; Monte Carlo SE of their sum "
+                f"{self.importance_mcse:.3f}."
+            )
+        return line
+
+
+@dataclass(kw_only=True, repr=False)
+class ELPDDataRefit(ELPDDataLOO):
+    """Brute-force LOO by refitting without each example (:func:`exact_loo`).
+
+    Extra attributes
+    ----------------
+    lppd_i : DataArray
+        Pointwise log predictive density under the full-data fit.
+    method : str
+        ``"laplace"`` (Gaussian refits of the guide's family) or ``"nuts"``.
+    seconds : float
+        Wall time of all the refits.
+    group_of_example, example_elpd, group_log_loss : DataArray
+        Leave-group-out (``exact_loo(..., groups=...)``), as in :class:`ELPDDataMPE`.
+    """
+
+    _display_kind: ClassVar[str] = "loo_refit"
+
+    lppd_i: xr.DataArray = None
+    method: str = "laplace"
+    seconds: float | None = None
+    group_of_example: xr.DataArray = None
+    example_elpd: xr.DataArray = None
+    group_log_loss: xr.DataArray = None
+
+    def _header(self):
+        return (
+            f"Computed by refitting ({self.method}) without each of "
+            f"{self.n_data_points} observations."
+        )
+
+
+def _check_finite(**arrays: np.ndarray) -> None:
+    for name, values in arrays.items():
+        if not np.all(np.isfinite(values)):
+            index = int(np.argmax(~np.isfinite(values)))
+            raise FloatingPointError(
+                f"leave-one-out produced a non-finite {name} ({values[index]}) at example {index}"
+            )
+
+
+def _summary(elpd_i: np.ndarray, lppd_i: np.ndarray) -> dict:
+    n = elpd_i.size
+    return {
+        "elpd": float(elpd_i.sum()),
+        "se": float(np.sqrt(n * np.var(elpd_i))),
+        "p": float(np.sum(lppd_i - elpd_i)),
+        "n_data_points": n,
+        "scale": "log",
+    }
+
+
+def _pointwise(
+    values: np.ndarray, dim: str, name: str, coords: np.ndarray | None = None
+) -> xr.DataArray:
+    coords = np.arange(values.size) if coords is None else coords
+    return xr.DataArray(values, dims=[dim], coords={dim: coords}, name=name)
+
+
+def make_refit_elpd_data(
+    elpd_i: np.ndarray,
+    lppd_i: np.ndarray,
+    *,
+    dim: str,
+    method: str,
+    n_samples: int = 0,
+    coords: np.ndarray | None = None,
+    seconds: float | None = None,
+    groups: tuple | None = None,
+) -> ELPDDataRefit:
+    """Build an :class:`ELPDDataRefit` from pointwise arrays ``(N,)`` (over ``coords``);
+    ``groups`` as in :func:`make_elpd_data`."""
+    elpd_i = np.asarray(elpd_i, dtype=float)
+    lppd_i = np.asarray(lppd_i, dtype=float)
+    _check_finite(elpd_i=elpd_i, lppd_i=lppd_i)
+    return ELPDDataRefit(
+        **_summary(elpd_i, lppd_i),
+        n_samples=n_samples,
+        warning=False,
+        good_k=0.7,
+        elpd_i=_pointwise(elpd_i, dim, "elpd_i", coords),
+        lppd_i=_pointwise(lppd_i, dim, "lppd_i", coords),
+        method=method,
+        seconds=seconds,
+        **({} if groups is None else _group_fields(dim, coords, *groups)),
+    )
+
+
+def _group_fields(dim, labels, plate, codes, example_elpd) -> dict:
+    """``group_of_example``, ``example_elpd`` and ``group_log_loss`` of a leave-group-out."""
+    codes = np.asarray(codes)
+    fields = {"group_of_example": _pointwise(np.asarray(labels)[codes], plate, "group")}
+    if example_elpd is not None:
+        example_elpd = np.asarray(example_elpd, dtype=float)
+        _check_finite(example_elpd=example_elpd)
+        loss = -np.bincount(codes, example_elpd, len(labels)) / np.bincount(
+            codes, None, len(labels)
+        )
+        fields["example_elpd"] = _pointwise(example_elpd, plate, "example_elpd")
+        fields["group_log_loss"] = _pointwise(loss, dim, "group_log_loss", labels)
+    return fields
+
+
+def make_elpd_data(
+    elpd_i: np.ndarray,
+    lppd_i: np.ndarray,
+    reliability: np.ndarray,
+    *,
+    dim: str,
+    threshold: float,
+    method: str,
+    covariance: str,
+    importance: tuple | None = None,
+    coords: np.ndarray | None = None,
+    groups: tuple | None = None,
+) -> ELPDDataMPE:
+    """Build an :class:`ELPDDataMPE` from pointwise arrays ``(N,)``, warning on poor ones.
+
+    ``importance`` is ``(indices, ImportanceLOO, num_samples)`` for ``method="is"``: those
+    examples' reliability no longer counts as poor; their Pareto k does. ``coords`` label
+    the entries (default ``0..N-1``). ``groups`` is ``(plate, codes, example_elpd)`` for
+    leave-group-out: the entries are groups labelled by ``coords`` and ``codes`` ``(N,)``
+    maps each example to one; ``example_elpd`` ``(N,)`` may be None (for
+    :func:`make_elpd_data` the tuple ends with the Newton decrements ``(G,)``).
+    """
+    elpd_i = np.asarray(elpd_i, dtype=float)
+    lppd_i = np.asarray(lppd_i, dtype=float)
+    reliability = np.asarray(reliability, dtype=float)
+    _check_finite(elpd_i=elpd_i, lppd_i=lppd_i, reliability=reliability)
+    n = elpd_i.size
+    corrected = np.zeros(n, bool)
+    extra = {}
+    if importance is not None:
+        indices, result, num_samples = importance
+        # Per-example MPE-IS targets the exact leave-one-out posterior, so reliability no
+        # longer matters there; the group correction integrates under the MPE cavity.
+        corrected[indices] = groups is None
+        pareto_k = np.asarray(result.pareto_k, dtype=float)
+        good_k = min(1 - 1 / np.log10(num_samples), 0.7)
+        mcse = np.asarray(result.mcse, dtype=float)
+        total_mcse = float(np.sqrt(np.sum(mcse**2)) + len(indices) * float(result.shared_mcse))
+        labels = indices if coords is None else np.asarray(coords)[indices]
+        extra = {
+            "importance_pareto_k": _pointwise(pareto_k, dim, "pareto_k", labels),
+            "importance_mcse": total_mcse,
+            "importance_mpe_proposal": _pointwise(
+                np.asarray(result.mpe_proposal), dim, "mpe_proposal", labels
+            ),
+            "importance_good_k": good_k,
+        }
+        if total_mcse > _MAX_IMPORTANCE_MCSE:
+            warnings.warn(
+                f"MPE-IS: the Monte Carlo standard error of the {len(indices)} "
+                f"importance-sampled elpd_i, summed, is {total_mcse:.2f} nats; use it on "
+                "the flagged examples only, or raise num_samples",
+                ReliabilityWarning,
+                stacklevel=3,
+            )
+        high = int(np.sum(~(pareto_k <= good_k)))
+        if high:
+            target = (
+                "their leave-one-out posterior"
+                if groups is None
+                else "the group's likelihood times its MPE cavity"
+            )
+            warnings.warn(
+                f"MPE-IS: {high} of {len(indices)} importance-sampled "
+                f"{'examples' if groups is None else 'groups'} have Pareto k above "
+                f"{good_k:.2f} (or not estimable): even the MPE proposal is not close "
+                f"enough to {target}; refit them (exact_loo)",
+                ParetoKWarning,
+                stacklevel=3,
+            )
+    if groups is not None:
+        plate, codes, example_elpd, decrement = groups
+        extra.update(_group_fields(dim, coords, plate, codes, example_elpd))
+        decrement = np.asarray(decrement, dtype=float)
+        extra["group_newton_decrement"] = _pointwise(decrement, dim, "newton_decrement", coords)
+        far = ~(decrement <= _MAX_GROUP_DECREMENT)
+        if far.any():
+            warnings.warn(
+                f"{int(far.sum())} of {n} groups have a Newton decrement above "
+                f"{_MAX_GROUP_DECREMENT} (max {np.nanmax(decrement):.3g}): removing them "
+                "moves the posterior beyond what one MPE step captures; their leave-group-"
+                "out values are unreliable (refit them: exact_loo(..., groups=...))",
+                ReliabilityWarning,
+                stacklevel=3,
+            )
+    what = "examples" if groups is None else "groups"
+    poor = int(np.sum((reliability > threshold) & ~corrected))
+    if poor:
+        warnings.warn(
+            f"{poor} of {n} {what} have a reliability value above {threshold}: the "
+            f"first-order leave-{'one' if groups is None else 'group'}-out update is "
+            "unreliable for them (see result.reliability; refit them or use importance "
+            "sampling)",
+            ReliabilityWarning,
+            stacklevel=3,
+        )
+    return ELPDDataMPE(
+        **_summary(elpd_i, lppd_i),
+        n_samples=0,
+        warning=bool(poor),
+        good_k=threshold,
+        elpd_i=_pointwise(elpd_i, dim, "elpd_i", coords),
+        lppd_i=_pointwise(lppd_i, dim, "lppd_i", coords),
+        reliability=_pointwise(reliability, dim, "reliability", coords),
+        **extra,
+        reliability_threshold=threshold,
+        method=method,
+        covariance=covariance,
+    )

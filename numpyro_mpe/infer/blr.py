@@ -1,0 +1,508 @@
+"""``BLR``: the driver that fits an :class:`~numpyro_mpe.AutoGaussian`, shaped like SVI."""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from numpyro import handlers
+from tqdm.auto import tqdm
+
+from numpyro_mpe.core.curvature import gauss_newton_matrix
+from numpyro_mpe.core.gaussian import check_positive_definite
+from numpyro_mpe.core.model import ModelError, join_arguments, split_arguments, trace_model
+from numpyro_mpe.core.rows import MinibatchPlan, gather_rows, leading_axis_mask, plan_row_slicing
+from numpyro_mpe.infer.guide import AutoGaussian
+from numpyro_mpe.infer.minibatch import check_batch_size, minibatch_indices
+from numpyro_mpe.optim.base import NaturalGradientOptimizer
+
+__all__ = [
+    "BLR",
+    "BLRRunResult",
+    "BLRState",
+    "blr_update",
+    "default_checkpoint",
+    "gauss_newton_fn",
+    "negative_log_joint",
+]
+
+
+class BLRState(NamedTuple):
+    """State of :class:`BLR`.
+
+    Attributes
+    ----------
+    optim_state : Any
+        The optimizer's state.
+    rng_key : jax.Array
+        Random key of the next step (split once per step; stochastic optimizers get one
+        half).
+    step : jax.Array or None
+        Steps taken (picks the minibatch: epoch ``step // ceil(N / B)``).
+    data_key : jax.Array or None
+        Key of the minibatch permutations: epoch ``e`` visits the examples in the order
+        of a pseudorandom permutation keyed by ``fold_in(data_key, e)``
+        (:func:`minibatch_indices`).
+    minibatch : MinibatchPlan or None
+        How minibatches are evaluated (gathered, O(B), or weighted, O(N)); set by
+        :meth:`BLR.init` or the first :meth:`BLR.update` with a ``batch_size``. None
+        for full-batch fits.
+    """
+
+    optim_state: Any
+    rng_key: jax.Array
+    step: jax.Array | None = None
+    data_key: jax.Array | None = None
+    minibatch: MinibatchPlan | None = None
+
+
+class BLRRunResult(NamedTuple):
+    """Result of :meth:`BLR.run`.
+
+    Attributes
+    ----------
+    params : dict
+        Guide params (``{prefix}_loc``, ``{prefix}_precision``).
+    state : BLRState
+        The final state (pass it to :meth:`BLR.update` to go on).
+    checkpoints : dict or None
+        ``{step: checkpoint_fn(params, step)}`` for the steps named in ``run``'s
+        ``checkpoints`` (MPE-LOO by default); None when none were asked for.
+    converged : bool
+        Whether the last step reported convergence (``info.converged``). False when
+        ``num_steps`` ran out first, and always for optimizers that never report it
+        (:func:`~numpyro_mpe.optim.iblr`, :func:`~numpyro_mpe.optim.von` with draws),
+        which run the steps they are given.
+    losses : jax.Array, shape (num_steps_taken,)
+        Negative log joint at the mean after each step (with minibatches, its unbiased
+        estimate from the step's batch; for :func:`~numpyro_mpe.optim.iblr`, at the
+        step's samples).
+    """
+
+    params: dict
+    state: BLRState
+    losses: jax.Array
+    checkpoints: dict | None = None
+    converged: bool | None = None
+
+
+def _selected_terms(model, plate, static, arrays, batch=None, plan=None, with_predictor=False):
+    """The model view a step evaluates, each likelihood term's weight, and ``N``.
+
+    Full batch (``batch`` None): all ``N`` terms, weight 1. With ``batch = (key, step,
+    B)``, the ``B`` examples of :func:`minibatch_indices`, weight ``N / B``: with a
+    ``plan`` whose path is ``"gather"`` (and arrays shaped as when it was made) the model
+    runs on the batch's rows only, O(B); otherwise all ``N`` terms are weighted (``N / B``
+    on the batch, 0 elsewhere), O(N).
+    """
+    if batch is not None and plan is not None and plan.path == "gather":
+        num_examples = plan.num_examples
+        if leading_axis_mask(arrays, num_examples) == plan.gathered:
+            data_key, step, batch_size = batch
+            members = minibatch_indices(data_key, step, batch_size, num_examples)
+            args, kwargs = join_arguments(gather_rows(arrays, plan, members), static)
+            part = trace_model(model, *args, plate=plate, with_predictor=with_predictor, **kwargs)
+            return part, num_examples / batch_size, num_examples
+    args, kwargs = join_arguments(arrays, static)
+    plate_model = trace_model(model, *args, plate=plate, with_predictor=with_predictor, **kwargs)
+    num_examples = plate_model.num_examples
+    if batch is None:
+        return plate_model, 1.0, num_examples
+    data_key, step, batch_size = batch
+    check_batch_size(batch_size, num_examples)
+    members = minibatch_indices(data_key, step, batch_size, num_examples)
+    weights = jnp.zeros(num_examples, plate_model.init_theta.dtype)
+    return plate_model, weights.at[members].set(num_examples / batch_size), num_examples
+
+
+def negative_log_joint(model, plate, static, arrays, batch=None, plan=None):
+    """``theta -> -log p(theta, y)``, or with ``batch = (key, step, B)`` its estimate
+    (the prior plus ``N / B`` times the batch's log likelihood; see
+    :func:`_selected_terms`), and ``N``."""
+    part, weights, num_examples = _selected_terms(model, plate, static, arrays, batch, plan)
+
+    def loss_fn(theta):
+        return -(part.log_prior(theta) + jnp.sum(weights * part.log_lik(theta)))
+
+    return loss_fn, num_examples
+
+
+def gauss_newton_fn(model, plate, static, arrays, names, batch=None, plan=None):
+    """``theta -> (P, P)``: the prior's Hessian plus the generalised Gauss-Newton matrix
+    of the (selected, weighted) likelihood terms
+    (:func:`~numpyro_mpe.core.curvature.gauss_newton_matrix`). ``names``: the
+    predictor's parameter names (:func:`_predictor_names`, found outside ``jit``)."""
+    part, weights, _ = _selected_terms(
+        model, plate, static, arrays, batch, plan, with_predictor=names
+    )
+    return gauss_newton_matrix(part.predictor, part.log_prior, weights)
+
+
+def _predictor_names(model, plate, args, kwargs) -> tuple[str, ...]:
+    """The predictor's parameter names, for the Gauss-Newton matrix (traced eagerly:
+    finding the predictor needs concrete values)."""
+    plate_model = trace_model(model, *args, plate=plate, with_predictor=True, **kwargs)
+    if plate_model.predictor is None:
+        raise ModelError(
+            "the Gauss-Newton Hessian needs an observation whose distribution has a "
+            "predictor (one observed site in the plate, its parameters rebuilt from "
+            "the latents); use hessian='exact' or 'price'"
+        )
+    return plate_model.predictor.names
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 7))
+def _blr_init(model, optimizer, plate, static, mean, rng_key, arrays, names=None):
+    loss_fn, num_examples = negative_log_joint(model, plate, static, arrays)
+    gauss_newton = None
+    if names is not None:
+        gauss_newton = gauss_newton_fn(model, plate, static, arrays, names)
+    return optimizer.init(
+        mean, loss_fn, rng_key=rng_key, num_examples=num_examples, gauss_newton_fn=gauss_newton
+    )
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 7))
+def blr_update(model, optimizer, plate, static, batch_size, state, arrays, names=None):
+    """One jitted :class:`BLR` step: ``(state, info)``. Compiled once per model,
+    optimizer, plate, static arguments and ``batch_size``; :meth:`BLR.update` calls it
+    after its checks (and benchmarks time it directly)."""
+    batch = None if batch_size is None else (state.data_key, state.step, batch_size)
+    loss_fn, num_examples = negative_log_joint(
+        model, plate, static, arrays, batch, state.minibatch
+    )
+    next_key, step_key = jax.random.split(state.rng_key)
+    gauss_newton = None
+    if names is not None:
+        gauss_newton = gauss_newton_fn(model, plate, static, arrays, names, batch, state.minibatch)
+    optim_state, info = optimizer.update(
+        state.optim_state,
+        loss_fn,
+        rng_key=step_key,
+        num_examples=num_examples,
+        gauss_newton_fn=gauss_newton,
+    )
+    step = None if state.step is None else state.step + 1
+    return BLRState(optim_state, next_key, step, state.data_key, state.minibatch), info
+
+
+@functools.singledispatch
+def default_checkpoint(guide: Any, model: Callable, args: tuple, kwargs: dict, plate):
+    """``(params, step) -> value``: what :meth:`BLR.run` records at a checkpoint when no
+    ``checkpoint_fn`` is given, chosen by the guide's type.
+
+    :mod:`numpyro_mpe.crossval.mpe_loo` registers MPE-LOO for
+    :class:`~numpyro_mpe.AutoGaussian` (so this layer never imports cross-validation).
+    """
+    raise TypeError(
+        f"no default checkpoint function for a {type(guide).__name__}; pass checkpoint_fn"
+    )
+
+
+class BLR:
+    """Fit an :class:`~numpyro_mpe.AutoGaussian` with a Bayesian-learning-rule optimizer.
+
+    Mirrors :class:`numpyro.infer.SVI`: :meth:`init`, :meth:`update`, :meth:`run`,
+    :meth:`get_params`. Array arguments of the model are traced under ``jit``; other
+    arguments (Python numbers, strings) are static, and a new value compiles anew.
+
+    Parameters
+    ----------
+    model : callable
+        NumPyro model with its observed sites in a plate.
+    guide : AutoGaussian
+        The Gaussian family to fit (dense or diagonal).
+    optimizer : NaturalGradientOptimizer
+        E.g. :func:`numpyro_mpe.optim.newton`, :func:`~numpyro_mpe.optim.online_newton`,
+        :func:`~numpyro_mpe.optim.iblr`.
+    plate : str, optional
+        Name of the plate of examples, when the model has several.
+
+    Examples
+    --------
+    >>> blr = BLR(model, AutoGaussian(model), optim.newton())  # doctest: +SKIP
+    >>> result = blr.run(jax.random.PRNGKey(0), 50, X, y)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: AutoGaussian,
+        optimizer: NaturalGradientOptimizer,
+        *,
+        plate: str | None = None,
+    ):
+        if not isinstance(guide, AutoGaussian):
+            raise TypeError(f"guide must be a numpyro_mpe.AutoGaussian, got {type(guide)}")
+        if not isinstance(optimizer, NaturalGradientOptimizer):
+            raise TypeError(
+                "optimizer must be a numpyro_mpe.optim optimizer (NaturalGradientOptimizer, "
+                f"e.g. optim.newton()), got {type(optimizer).__name__}"
+            )
+        if optimizer.covariance not in (None, guide.covariance):
+            raise ValueError(
+                f"the optimizer keeps a {optimizer.covariance} precision but the guide is "
+                f"AutoGaussian(covariance={guide.covariance!r}); use "
+                f"AutoGaussian(model, covariance={optimizer.covariance!r}) or give the "
+                f"optimizer covariance={guide.covariance!r}"
+            )
+        self.model = model
+        self.guide = guide
+        self.optimizer = optimizer
+        self.plate = plate
+        self._names_cache = {}
+
+    def init(
+        self,
+        rng_key: jax.Array,
+        *args: Any,
+        batch_size: int | None = None,
+        init_params: dict | None = None,
+        **kwargs: Any,
+    ) -> BLRState:
+        """Check the model (errors are raised here, before any fitting) and start.
+
+        With ``batch_size``, also decide how minibatches are evaluated
+        (``state.minibatch``, a :class:`MinibatchPlan`; see :meth:`update`) and check
+        ``batch_size`` against ``N``. Without it that is done by the first :meth:`update`
+        with a ``batch_size``.
+
+        ``init_params`` (as in :meth:`numpyro.infer.SVI.init`): guide params, e.g. a
+        previous fit's ``result.params``; the optimizer starts at their mean
+        (``{prefix}_loc``, shape ``(P,)``), every part of its state evaluated under the
+        model's arguments given here (a warm start for a new hyperparameter value, as
+        :func:`~numpyro_mpe.select_prior` does). Default: the guide's initial mean
+        (numpyro's ``init_to_median``, or the guide's ``init_loc_fn``).
+        """
+        plate_model = trace_model(
+            self.model, *args, plate=self.plate, with_predictor=False, **kwargs
+        )
+        if self.guide.prototype_trace is None:
+            with handlers.seed(rng_seed=rng_key):
+                self.guide._setup_prototype(*args, **kwargs)
+        mean = self.guide._init_latent
+        if init_params is not None:
+            if self.guide.loc_name not in init_params:
+                raise ValueError(
+                    f"init_params must hold the guide's mean {self.guide.loc_name!r}; got "
+                    f"keys {sorted(init_params)}"
+                )
+            mean = jnp.asarray(init_params[self.guide.loc_name], mean.dtype)
+        if mean.shape != plate_model.init_theta.shape:
+            raise ValueError(
+                f"guide latent size {mean.shape} differs from the model's "
+                f"{plate_model.init_theta.shape}"
+            )
+        plan = None
+        if batch_size is not None:
+            check_batch_size(operator.index(batch_size), plate_model.num_examples)
+            plan = plan_row_slicing(self.model, self.plate, args, kwargs, plate_model)
+        arrays, static = split_arguments(args, kwargs)
+        optim_state = _blr_init(
+            self.model,
+            self.optimizer,
+            self.plate,
+            static,
+            mean,
+            jax.random.fold_in(rng_key, 2),
+            arrays,
+            self._gauss_newton_names(args, kwargs, static),
+        )
+        data_key = jax.random.fold_in(rng_key, 1)
+        return BLRState(optim_state, rng_key, jnp.zeros((), jnp.int32), data_key, plan)
+
+    def _with_plan(self, state: BLRState, batch_size: int, args: tuple, kwargs: dict):
+        """``state`` with its :class:`MinibatchPlan` (made now if missing), ``B`` checked."""
+        plan = state.minibatch
+        if plan is None:
+            plate_model = trace_model(
+                self.model, *args, plate=self.plate, with_predictor=False, **kwargs
+            )
+            check_batch_size(batch_size, plate_model.num_examples)
+            plan = plan_row_slicing(self.model, self.plate, args, kwargs, plate_model)
+            return state._replace(minibatch=plan)
+        check_batch_size(batch_size, plan.num_examples)
+        return state
+
+    def update(self, state: BLRState, *args: Any, batch_size: int | None = None, **kwargs: Any):
+        """One optimizer step; returns ``(state, info)`` with ``info.loss``.
+
+        Compiled once per model, optimizer, ``batch_size`` and argument structure: a
+        second call with arrays of the same shapes does not recompile.
+
+        Parameters
+        ----------
+        state : BLRState
+        *args, **kwargs
+            The model's arguments (``batch_size`` is taken by this method, not passed on).
+        batch_size : int, optional
+            Minibatch size ``B`` in ``[1, N]``: the loss is the prior plus ``N / B`` times
+            the log-likelihood terms of ``B`` examples, an unbiased estimate of the full
+            loss, so the fit targets the full-data posterior. Each epoch of ``ceil(N /
+            B)`` steps visits the examples in a fresh random order
+            (:func:`minibatch_indices`). None: full batch.
+
+            How a batch is evaluated is decided once (``state.minibatch``, a
+            :class:`MinibatchPlan`, made by :meth:`init` with ``batch_size`` or by the
+            first call here): ``"gather"`` when the model can run on the batch alone, the
+            usual case of a plate whose size is the leading axis of the data arrays
+            (``numpyro.plate("data", X.shape[0])``). Then every array argument whose
+            leading axis has length ``N`` is indexed by the batch, the model is traced on
+            those ``B`` rows and the step costs O(B). Otherwise (the plate's size is a
+            Python number, an array with ``N`` rows is not per example, the model fails
+            on a slice) the fallback ``"weights"`` runs the model on all ``N`` examples
+            and weights their terms (``N / B`` on the batch, 0 elsewhere): the same
+            batches and loss, but O(N) per step. ``state.minibatch.reason`` says why.
+        """
+        arrays, static = split_arguments(args, kwargs)
+        if batch_size is not None:
+            batch_size = operator.index(batch_size)
+            if state.step is None or state.data_key is None:
+                raise ValueError("minibatches need a BLRState from BLR.init (step, data_key)")
+            state = self._with_plan(state, batch_size, args, kwargs)
+        return blr_update(
+            self.model,
+            self.optimizer,
+            self.plate,
+            static,
+            batch_size,
+            state,
+            arrays,
+            self._gauss_newton_names(args, kwargs, static),
+        )
+
+    def _gauss_newton_names(self, args: tuple, kwargs: dict, static) -> tuple | None:
+        """The predictor's names when the optimizer takes a Gauss-Newton matrix (found
+        once per argument structure), else None."""
+        if not self.optimizer.uses_gauss_newton:
+            return None
+        if static not in self._names_cache:
+            self._names_cache[static] = _predictor_names(self.model, self.plate, args, kwargs)
+        return self._names_cache[static]
+
+    def get_params(self, state: BLRState) -> dict:
+        """Guide params of the current Gaussian (no extra Hessian pass)."""
+        mean, precision = self.optimizer.mean_precision(state.optim_state, self.guide.covariance)
+        return self.guide.params_from_mean_precision(mean, precision)
+
+    def run(
+        self,
+        rng_key: jax.Array,
+        num_steps: int | None,
+        *args: Any,
+        progress_bar: bool = True,
+        init_state: BLRState | None = None,
+        batch_size: int | None = None,
+        epochs: int | None = None,
+        checkpoints: Sequence[int] | None = None,
+        checkpoint_fn: Callable[[dict, int], Any] | None = None,
+        **kwargs: Any,
+    ) -> BLRRunResult:
+        """Run up to ``num_steps`` steps, stopping early once the optimizer converges.
+
+        ``batch_size``: minibatches of that size (see :meth:`update`); None: full batch.
+
+        ``epochs``: instead of ``num_steps`` (pass ``num_steps=None``), run ``epochs *
+        ceil(N / B)`` steps, each example seen at least once per epoch; without
+        ``batch_size`` an epoch is one full-batch step. Example:
+        ``blr.run(key, None, X, y, batch_size=256, epochs=5)``.
+
+        ``checkpoints``: steps (counted from 1) after which ``checkpoint_fn(params, step)``
+        is called on the current guide params, read off the optimizer's state (no extra
+        Hessian pass for :func:`~numpyro_mpe.optim.iblr` or
+        :func:`~numpyro_mpe.optim.online_newton`). By default it is
+        :func:`numpyro_mpe.loo` on the full data (through :func:`~numpyro_mpe.prepare_loo`,
+        which traces the model once for all checkpoints): MPE-LOO during training. Other steps
+        are not slowed. Results are in ``BLRRunResult.checkpoints``.
+
+        ``progress_bar``: a tqdm bar, with tqdm's conventions: refreshed at most every
+        ``mininterval`` (0.1 s; the loss is read back from the device only then), and
+        off when standard error is not a terminal (a log, CI, captured output), so no
+        line is written per step. ``progress_bar=False`` turns it off everywhere.
+
+        Raises
+        ------
+        ValueError
+            When both or neither of ``num_steps`` and ``epochs`` are given, or either is
+            below 1, or ``batch_size`` is outside ``[1, N]``.
+        NotPositiveDefiniteError
+            When the final precision is not positive definite.
+        """
+        if num_steps is not None and epochs is not None:
+            raise ValueError(
+                f"pass num_steps or epochs, not both (got num_steps={num_steps}, "
+                f"epochs={epochs}); use num_steps=None with epochs"
+            )
+        if num_steps is None and epochs is None:
+            raise ValueError("num_steps is None: pass num_steps, or num_steps=None and epochs")
+        if batch_size is not None:
+            batch_size = operator.index(batch_size)
+        state = init_state
+        if epochs is not None:
+            epochs = operator.index(epochs)
+            if epochs < 1:
+                raise ValueError(f"epochs must be at least 1, got {epochs}")
+            steps_per_epoch = 1
+            if batch_size is not None:
+                if state is None:
+                    state = self.init(rng_key, *args, batch_size=batch_size, **kwargs)
+                else:
+                    state = self._with_plan(state, batch_size, args, kwargs)
+                steps_per_epoch = math.ceil(state.minibatch.num_examples / batch_size)
+            num_steps = epochs * steps_per_epoch
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+        wanted = set() if checkpoints is None else {int(step) for step in checkpoints}
+        bad = sorted(step for step in wanted if not 1 <= step <= num_steps)
+        if bad:
+            raise ValueError(f"checkpoint steps must be in [1, {num_steps}], got {bad}")
+        if wanted and checkpoint_fn is None:
+            # Traced and planned once here; each checkpoint runs the compiled part only.
+            checkpoint_fn = default_checkpoint(self.guide, self.model, args, kwargs, self.plate)
+
+        recorded = {}
+        if state is None:
+            state = self.init(rng_key, *args, batch_size=batch_size, **kwargs)
+        losses = []
+        # tqdm's conventions: disable=None turns the bar off when stderr is not a
+        # terminal (a log gets no line per step); the loss is read back only as often as
+        # the bar refreshes (mininterval), not every step.
+        with tqdm(total=num_steps, disable=None if progress_bar else True, desc="BLR") as bar:
+            shown = time.monotonic()
+            for step in range(1, num_steps + 1):
+                state, info = self.update(state, *args, batch_size=batch_size, **kwargs)
+                losses.append(info.loss)
+                if step in wanted:
+                    recorded[step] = checkpoint_fn(self.get_params(state), step)
+                if not bar.disable and time.monotonic() - shown >= bar.mininterval:
+                    bar.set_postfix_str(f"loss {float(info.loss):.6g}", refresh=False)
+                    shown = time.monotonic()
+                bar.update(1)
+                if bool(info.converged):
+                    break
+        # A rejected step with a negligible decrement is float precision, not a failure.
+        if hasattr(info, "accepted") and not bool(info.accepted) and info.decrement > 1e-6:
+            warnings.warn(
+                "BLR.run: no step decreased the loss any more; stopped with Newton "
+                f"decrement {float(info.decrement):.3g} (float precision reached, or a "
+                "badly scaled model)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        params = self.get_params(state)
+        check_positive_definite(params[self.guide.precision_name], "BLR.run")
+        return BLRRunResult(
+            params,
+            state,
+            jnp.stack(losses),
+            recorded if checkpoints is not None else None,
+            bool(info.converged),
+        )

@@ -1,0 +1,104 @@
+"""The optimizer contract: an optax-style ``init`` / ``update`` pair over a Gaussian.
+
+Every optimizer of :mod:`numpyro_mpe.optim` is a :class:`NaturalGradientOptimizer`.
+``loss_fn(theta)`` is the total loss ``L(theta) = l_0(theta) + sum_i l_i(theta)`` (with
+minibatches, an unbiased estimate of it: the prior plus ``N / B`` times the batch's
+likelihood terms). Both functions take the same keyword-only extras, in the spirit of
+optax's ``GradientTransformationExtraArgs``, and ignore those they do not need:
+
+``init(mean, loss_fn, *, rng_key=None, num_examples=None, gauss_newton_fn=None)``
+    The first state, from the initial mean ``(P,)``.
+``update(state, loss_fn, *, rng_key=None, num_examples=None, gauss_newton_fn=None)``
+    One step; returns ``(state, info)`` with ``info.loss`` and ``info.converged``.
+
+The extras (:data:`EXTRAS`):
+
+- ``rng_key``: the step's random key (stochastic optimizers need it),
+- ``num_examples``: ``N``, the number of likelihood terms of the full data,
+- ``gauss_newton_fn``: ``theta -> (P, P)``, the prior's Hessian plus the generalised
+  Gauss-Newton matrix of the likelihood (:func:`numpyro_mpe.core.curvature.gauss_newton_matrix`);
+  only computed for optimizers whose ``uses_gauss_newton`` is True.
+
+:class:`~numpyro_mpe.BLR` always passes ``rng_key`` and ``num_examples`` and never reads
+signatures. ``mean_precision(state, covariance)`` reads the Gaussian ``N(m, S^-1)`` off a
+state, so MPE works at any iteration; ``covariance`` says which family the optimizer's
+precision is (None: it computes full Hessians and serves either family).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from numpyro_mpe.core.options import Covariance
+
+__all__ = [
+    "EXTRAS",
+    "NaturalGradientOptimizer",
+    "check_lr",
+    "dense_or_diag",
+    "learning_rate",
+    "newton_decrement",
+]
+
+EXTRAS = ("rng_key", "num_examples", "gauss_newton_fn")
+"""The keyword-only extras every ``init`` and ``update`` accepts."""
+
+
+class NaturalGradientOptimizer(NamedTuple):
+    """An ``init`` / ``update`` pair (optax-style) over a Gaussian's natural parameters.
+
+    Attributes
+    ----------
+    init : callable
+        ``init(mean, loss_fn, *, rng_key=None, num_examples=None, gauss_newton_fn=None)
+        -> state``.
+    update : callable
+        ``update(state, loss_fn, *, rng_key=None, num_examples=None,
+        gauss_newton_fn=None) -> (state, info)``; ``info.loss`` and ``info.converged``
+        are always present.
+    mean_precision : callable
+        ``mean_precision(state, covariance) -> (m, S)`` for ``covariance`` in
+        ``{"dense", "diag"}``.
+    covariance : {"dense", "diag"} or None
+        The family of the precision the optimizer keeps; None when it computes full
+        Hessians and serves either family (:func:`~numpyro_mpe.optim.newton`).
+        :class:`~numpyro_mpe.BLR` refuses a guide of the other family.
+    uses_gauss_newton : bool
+        Whether ``init`` / ``update`` need ``gauss_newton_fn``.
+    """
+
+    init: Callable
+    update: Callable
+    mean_precision: Callable
+    covariance: Covariance | None = None
+    uses_gauss_newton: bool = False
+
+
+def newton_decrement(gradient: jax.Array, hessian: jax.Array) -> jax.Array:
+    """``g^T H^-1 g / 2``, or ``inf`` where ``H`` is not positive definite (never NaN)."""
+    cholesky = jnp.linalg.cholesky(hessian)
+    step = jax.scipy.linalg.cho_solve((cholesky, True), gradient)
+    decrement = 0.5 * jnp.dot(gradient, step)
+    return jnp.where(jnp.isfinite(decrement), decrement, jnp.inf)
+
+
+def learning_rate(lr: float | Callable, step: jax.Array) -> jax.Array:
+    """``lr`` itself, or ``lr(step)`` for a schedule (optax-style, ``step`` from 0)."""
+    return jnp.asarray(lr(step) if callable(lr) else lr)
+
+
+def check_lr(lr: float | Callable) -> None:
+    """Raise ``ValueError`` unless ``lr`` is a schedule or in ``(0, 1]``."""
+    if not callable(lr) and not 0 < lr <= 1:
+        raise ValueError(f"lr must be in (0, 1] or a schedule, got {lr}")
+
+
+def dense_or_diag(precision: jax.Array, covariance: Covariance) -> jax.Array:
+    """A ``(P, P)`` or ``(P,)`` precision in the form the guide's ``covariance`` needs."""
+    if covariance == "dense":
+        return precision if precision.ndim == 2 else jnp.diag(precision)
+    return jnp.diag(precision) if precision.ndim == 2 else precision

@@ -1,0 +1,153 @@
+"""The memory-perturbation equation: the posterior without (or reweighting) examples.
+
+Removing the set ``M`` with weights ``eps_j`` (1 removes, fractions downweight) from
+``q = N(m, S^-1)`` is one opposite BLR step with ``rho = 1``:
+
+.. math::
+
+    S^{\\setminus M} = S - \\sum_{j \\in M} \\epsilon_j H_j,\\qquad
+    m^{\\setminus M} = m + (S^{\\setminus M})^{-1} \\sum_{j \\in M} \\epsilon_j g_j,
+
+with ``g_j = grad l_j(m)`` and ``H_j = hess l_j(m)`` (the delta method). For the
+diagonal family ``H_j`` is replaced by its diagonal. When every removed ``l_j`` is
+quadratic in ``theta`` (Gaussian likelihood, linear predictor, known variance) this is
+exact posterior division: it equals the refit without ``M``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from numpyro_mpe.core.curvature import weighted_gradient_hessian
+from numpyro_mpe.core.gaussian import check_positive_definite, is_dense, precision_solve
+from numpyro_mpe.core.model import join_arguments, split_arguments, trace_model
+from numpyro_mpe.infer.guide import AutoGaussian
+from numpyro_mpe.perturbation.removal import group_mask, removal_weights
+
+__all__ = ["perturb", "perturb_core", "perturb_guide", "perturb_mean_precision"]
+
+
+def perturb_mean_precision(
+    mean: jax.Array,
+    precision: jax.Array,
+    log_lik: Callable[[jax.Array], jax.Array],
+    eps: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """MPE on ``(m, S)``: remove ``eps``-weighted examples; ``log_lik: theta -> (N,)``.
+
+    Uses the gradient and Hessian of ``sum_j eps_j l_j`` (one ``(P, P)`` array, never
+    ``(N, P, P)``).
+    """
+
+    gradient, hessian = weighted_gradient_hessian(log_lik, mean, eps)
+    new_precision = precision - (hessian if is_dense(precision) else jnp.diag(hessian))
+    return mean + precision_solve(new_precision, gradient), new_precision
+
+
+@partial(jax.jit, static_argnames=("model", "static", "plate"))
+def perturb_core(mean, precision, eps, arrays, *, model, static, plate):
+    args, kwargs = join_arguments(arrays, static)
+    plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
+    return perturb_mean_precision(mean, precision, plate_model.log_lik, eps)
+
+
+def perturb(
+    model: Callable,
+    guide: Any,
+    params: dict,
+    remove: ArrayLike,
+    *args: Any,
+    plate: str | None = None,
+    groups: ArrayLike | None = None,
+    **kwargs: Any,
+) -> dict:
+    """Guide params of the posterior without the examples in ``remove``.
+
+    With ``groups`` (a label per example), ``remove`` names whole groups: one MPE step
+    with the groups' summed gradient and Hessian (exact division for Gaussian-linear
+    terms).
+
+    Parameters
+    ----------
+    model : callable
+        The NumPyro model the guide was fitted to.
+    guide : AutoGaussian or AutoConjugate
+        Its guide (with :class:`~numpyro_mpe.AutoConjugate`, exact division of
+        the conjugate posterior's natural parameters).
+    params : dict
+        Fitted guide params (e.g. ``BLR.run(...).params``).
+    remove : array_like
+        Indices, a boolean mask ``(N,)``, or new per-example weights ``(N,)`` in
+        ``[0, 1]`` (see :func:`removal_weights`).
+    *args, **kwargs
+        The model's arguments.
+    plate : str, optional
+        The plate of examples.
+    groups : array_like, shape (N,), optional
+        A group label per example; ``remove`` is then a label or a list of labels.
+
+    Returns
+    -------
+    dict
+        Guide params of ``q^{\\M}``, used exactly like ``params``.
+
+    Raises
+    ------
+    NotPositiveDefiniteError
+        When the perturbed precision is not positive definite (the removed examples
+        carry all the information about some direction of ``theta``).
+    """
+    return perturb_guide(guide, model, params, remove, args, kwargs, plate, groups)
+
+
+@functools.singledispatch
+def perturb_guide(
+    guide: Any,
+    model: Callable,
+    params: dict,
+    remove: ArrayLike,
+    args: tuple,
+    kwargs: dict,
+    plate: str | None,
+    groups: ArrayLike | None,
+) -> dict:
+    """:func:`perturb` for one family of guides, chosen by the guide's type.
+
+    A guide family brings its own removal by registering here
+    (``@perturb_guide.register(MyGuide)``), as :class:`~numpyro_mpe.AutoConjugate` does.
+    """
+    raise TypeError(
+        f"perturb does not support the guide {type(guide).__name__}; use "
+        "numpyro_mpe.AutoGaussian or numpyro_mpe.AutoConjugate"
+    )
+
+
+@perturb_guide.register
+def _perturb_gaussian(
+    guide: AutoGaussian,
+    model: Callable,
+    params: dict,
+    remove: ArrayLike,
+    args: tuple,
+    kwargs: dict,
+    plate: str | None,
+    groups: ArrayLike | None,
+) -> dict:
+    plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
+    if groups is not None:
+        remove = group_mask(remove, groups, plate_model.num_examples)
+    eps = removal_weights(remove, plate_model.num_examples)
+    mean, precision = guide.mean_precision(params)
+    arrays, static = split_arguments(args, kwargs)
+    new_mean, new_precision = perturb_core(
+        mean, precision, eps, arrays, model=model, static=static, plate=plate
+    )
+    check_positive_definite(new_precision, "perturb")
+    return guide.params_from_mean_precision(new_mean, new_precision)

@@ -1,0 +1,70 @@
+"""Models and closed forms shared by tests in several folders (import ``from models``).
+
+Test modules never import each other: what two of them share lives here or in
+``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from conftest import data_csv
+
+#: Noise and prior scales of the Gaussian-linear kidiq model (``conftest.linear_model``).
+SIGMA, PRIOR_SCALE = 18.0, 10.0
+
+
+def closed_form_posterior(X, y, keep=None):
+    keep = np.ones(len(y), bool) if keep is None else keep
+    precision = X[keep].T @ X[keep] / SIGMA**2 + np.eye(X.shape[1]) / PRIOR_SCALE**2
+    mean = np.linalg.solve(precision, X[keep].T @ y[keep] / SIGMA**2)
+    return mean, precision
+
+
+def closed_form_loo(X, y):
+    """Exact log p(y_i | y_-i) by refitting the conjugate posterior without each i."""
+    out = np.empty(len(y))
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        mean, precision = closed_form_posterior(X, y, keep)
+        variance = SIGMA**2 + X[i] @ np.linalg.solve(precision, X[i])
+        out[i] = -0.5 * (np.log(2 * np.pi * variance) + (y[i] - X[i] @ mean) ** 2 / variance)
+    return out
+
+
+def eight_schools_centered(sigma, y=None, tau=5.0):
+    mu = numpyro.sample("mu", dist.Normal(0, 5))
+    theta = numpyro.sample("theta", dist.Normal(mu, tau).expand([8]).to_event(1))
+    with numpyro.plate("schools", 8):
+        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+def eight_schools_closed_form(sigma, y, keep, tau=5.0):
+    # Joint Gaussian over (mu, theta): prior precision plus the kept likelihood terms.
+    precision = np.zeros((9, 9))
+    precision[0, 0] = 1 / 25 + 8 / tau**2
+    precision[0, 1:] = precision[1:, 0] = -1 / tau**2
+    precision[1:, 1:] = np.eye(8) / tau**2 + np.diag(keep / sigma**2)
+    rhs = np.concatenate([[0.0], keep * y / sigma**2])
+    return np.linalg.solve(precision, rhs), precision
+
+
+def mom_work_softmax(X, y=None):
+    weights = numpyro.sample("w", dist.Normal(0, 1).expand([X.shape[1], 4]).to_event(2))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Categorical(logits=X @ weights), obs=y)
+
+
+def roaches_model(X, offset, y=None):
+    intercept = numpyro.sample("intercept", dist.Normal(0, 5))
+    beta = numpyro.sample("beta", dist.Normal(0, 2.5).expand([X.shape[1]]).to_event(1))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Poisson(jax.numpy.exp(intercept + X @ beta + offset)), obs=y)
+
+
+def roaches():
+    table = data_csv("rstanarm/rstanarm_roaches.csv")
+    X = np.stack([np.sqrt(table["roach1"]), table["treatment"], table["senior"]], 1)
+    return X, np.log(table["exposure2"]), table["y"]
