@@ -379,7 +379,9 @@ def _prepare_gaussian_loo(
         gathered = row_plan.gathered if row_plan.path == "gather" else None
 
     def loo_at(params: dict) -> ELPDDataMPE:
-        mean, precision = guide.mean_precision(params)
+        mean, precision = guide.checked_mean_precision(
+            params, plate_model.num_latents, where="loo"
+        )
         elpd, lppd, reliability = loo_core(
             mean,
             precision,
@@ -445,7 +447,7 @@ def _leave_group_out(model, plate_model, guide, arrays, static, names, options, 
 def _leave_group_out_at(
     model, plate_model, guide, arrays, static, names, options, labels, codes, params
 ):
-    mean, precision = guide.mean_precision(params)
+    mean, precision = guide.checked_mean_precision(params, plate_model.num_latents, where="loo")
     result = group_loo_core(
         mean,
         precision,

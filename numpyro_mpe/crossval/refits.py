@@ -221,7 +221,9 @@ def _example_log_predictive(predictor, mean, precision):
 
 
 def _exact_group_loo(plate_model, guide, params, labels, codes, optimizer, options):
-    mean, precision = guide.mean_precision(params)
+    mean, precision = guide.checked_mean_precision(
+        params, plate_model.num_latents, where="exact_loo"
+    )
     start = time.perf_counter()
     elpd, lppd, pareto_k, example_elpd = jax.block_until_ready(
         _group_refit_loo(
@@ -320,6 +322,8 @@ def exact_loo(
         Refit only these examples (a subsample); all by default.
     optimizer : NaturalGradientOptimizer, optional
         For ``method="laplace"``; ``numpyro_mpe.optim.newton(tol=1e-15)`` by default.
+    num_steps : int
+        Most optimizer steps per Laplace refit, at least 1 (``ValueError`` otherwise).
     batch_size : int
         Refits vectorised together (memory grows linearly with it).
     num_samples : int
@@ -347,6 +351,10 @@ def exact_loo(
         ``k > 0.7``: that reference value is not to be trusted.
     """
     check_choice("method", method, REFIT_METHODS)
+    for name, value in (("num_steps", num_steps), ("batch_size", batch_size)):
+        # num_steps=0 once returned the full-data densities labelled as refits.
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
     n = plate_model.num_examples
     options = {
@@ -367,7 +375,9 @@ def exact_loo(
     bad = (indices < 0) | (indices >= n)
     if bad.any():
         raise ValueError(f"index {indices[bad][0]} is out of range for {n} examples")
-    mean, precision = guide.mean_precision(params)
+    mean, precision = guide.checked_mean_precision(
+        params, plate_model.num_latents, where="exact_loo"
+    )
     start = time.perf_counter()
     if method == "laplace":
         elpd, lppd = _laplace_refit_loo(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.typing import ArrayLike
@@ -15,6 +17,8 @@ from numpyro.infer.autoguide import AutoContinuous
 from numpyro.infer.initialization import init_to_median
 
 from numpyro_mpe.core.gaussian import (
+    NotPositiveDefiniteError,
+    check_positive_definite,
     is_dense,
     mean_precision_from_natural,
     natural_from_mean_precision,
@@ -135,6 +139,86 @@ class AutoGaussian(AutoContinuous):
     def mean_precision(self, params: dict) -> tuple[jax.Array, jax.Array]:
         """``(m, S)``: mean ``(P,)`` and precision ``(P, P)`` or ``(P,)``."""
         return params[self.loc_name], params[self.precision_name]
+
+    def checked_mean_precision(
+        self, params: Any, num_latents: int | None = None, *, where: str = "params"
+    ) -> tuple[jax.Array, jax.Array]:
+        """``(m, S)`` after checking that ``params`` hold a proper Gaussian of this family.
+
+        What :func:`~numpyro_mpe.loo`, :func:`~numpyro_mpe.perturb`,
+        :func:`~numpyro_mpe.sensitivity` and :func:`~numpyro_mpe.exact_loo` call before
+        any work, so that a wrong ``params`` is an error, never a silently wrong number.
+
+        Parameters
+        ----------
+        params : mapping
+            Guide params, e.g. ``BLR.run(...).params``.
+        num_latents : int, optional
+            ``P`` of the model the params are used with (checked when given).
+        where : str
+            The caller, named in error messages.
+
+        Raises
+        ------
+        ValueError
+            Missing keys; a mean that is not ``(P,)`` or not finite; a precision whose
+            shape is not this family's (``(P, P)`` dense, ``(P,)`` diagonal: a diagonal
+            precision in a dense guide, or the reverse, is named as such) or that is not
+            finite; a size that differs from the model's ``P``.
+        NotPositiveDefiniteError
+            A precision that is not positive definite (a diagonal entry ``<= 0``).
+        """
+        if not isinstance(params, Mapping):
+            raise ValueError(f"{where}: params must be a dict of guide params, got {type(params)}")
+        missing = [name for name in (self.loc_name, self.precision_name) if name not in params]
+        if missing:
+            raise ValueError(
+                f"{where}: params lack {missing} (an AutoGaussian with prefix "
+                f"{self.prefix!r} holds {self.loc_name!r} and {self.precision_name!r}); got "
+                f"keys {sorted(params)}"
+            )
+        mean = jnp.asarray(params[self.loc_name])
+        precision = jnp.asarray(params[self.precision_name])
+        if mean.ndim != 1:
+            raise ValueError(f"{where}: {self.loc_name!r} must have shape (P,), got {mean.shape}")
+        size = mean.shape[0]
+        if num_latents is not None and size != num_latents:
+            raise ValueError(
+                f"{where}: params hold {size} latents but the model has P = {num_latents} "
+                "(params of another model?)"
+            )
+        expected = (size, size) if self.covariance == "dense" else (size,)
+        if precision.shape != expected:
+            other = "diag" if precision.shape == (size,) else "dense"
+            if precision.shape in ((size,), (size, size)):
+                raise ValueError(
+                    f"{where}: params hold a {other} precision {precision.shape} but the "
+                    f"guide is AutoGaussian(covariance={self.covariance!r}); use the guide "
+                    "they were fitted with"
+                )
+            raise ValueError(
+                f"{where}: {self.precision_name!r} must have shape {expected}, got "
+                f"{precision.shape}"
+            )
+        for name, value in ((self.loc_name, mean), (self.precision_name, precision)):
+            finite = np.isfinite(np.asarray(value))
+            if not finite.all():
+                index = np.unravel_index(int(np.argmin(finite)), finite.shape)
+                raise ValueError(
+                    f"{where}: {name!r} is not finite at index {tuple(int(i) for i in index)} "
+                    f"({np.asarray(value)[index]})"
+                )
+        if self.covariance == "diag":
+            nonpositive = np.asarray(precision) <= 0
+            if nonpositive.any():
+                index = int(np.argmax(nonpositive))
+                raise NotPositiveDefiniteError(
+                    f"{where}: the diagonal precision must be positive; "
+                    f"{self.precision_name}[{index}] = {float(precision[index])}"
+                )
+        else:
+            check_positive_definite(precision, where)
+        return mean, precision
 
     def natural_params(self, params: dict) -> tuple[jax.Array, jax.Array]:
         """Natural parameters ``(eta1, eta2) = (S m, -S / 2)``."""

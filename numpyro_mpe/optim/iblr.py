@@ -10,7 +10,12 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from numpyro_mpe.core.options import COVARIANCES, Covariance, check_choice
-from numpyro_mpe.optim.base import NaturalGradientOptimizer, dense_or_diag, learning_rate
+from numpyro_mpe.optim.base import (
+    NaturalGradientOptimizer,
+    cached_by_settings,
+    dense_or_diag,
+    learning_rate,
+)
 
 __all__ = [
     "IBLRInfo",
@@ -141,6 +146,7 @@ class IBLRInfo(NamedTuple):
     converged: jax.Array
 
 
+@cached_by_settings
 def iblr(
     lr: float | Callable,
     *,

@@ -11,7 +11,7 @@ from jax.typing import ArrayLike
 
 from numpyro_mpe.core.curvature import value_grad_hessian
 from numpyro_mpe.core.options import Covariance
-from numpyro_mpe.optim.base import NaturalGradientOptimizer, newton_decrement
+from numpyro_mpe.optim.base import NaturalGradientOptimizer, cached_by_settings, newton_decrement
 
 __all__ = ["NewtonInfo", "NewtonState", "newton"]
 
@@ -61,6 +61,7 @@ class NewtonInfo(NamedTuple):
     accepted: jax.Array
 
 
+@cached_by_settings
 def newton(
     *, tol: float = 1e-10, max_damping_steps: int = 30, damping_factor: float = 10.0
 ) -> NaturalGradientOptimizer:

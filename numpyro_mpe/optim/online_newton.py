@@ -13,6 +13,7 @@ from numpyro_mpe.core.curvature import gradient_hessian
 from numpyro_mpe.core.options import COVARIANCES, Covariance, check_choice
 from numpyro_mpe.optim.base import (
     NaturalGradientOptimizer,
+    cached_by_settings,
     check_lr,
     dense_or_diag,
     learning_rate,
@@ -57,6 +58,7 @@ class OnlineNewtonInfo(NamedTuple):
     converged: jax.Array
 
 
+@cached_by_settings
 def online_newton(
     lr: float | Callable = 1.0,
     *,

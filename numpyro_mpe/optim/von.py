@@ -16,7 +16,13 @@ from numpyro_mpe.core.options import (
     VONHessian,
     check_choice,
 )
-from numpyro_mpe.optim.base import NaturalGradientOptimizer, check_lr, dense_or_diag, learning_rate
+from numpyro_mpe.optim.base import (
+    NaturalGradientOptimizer,
+    cached_by_settings,
+    check_lr,
+    dense_or_diag,
+    learning_rate,
+)
 
 __all__ = ["VONInfo", "VONState", "von"]
 
@@ -82,6 +88,7 @@ def _is_positive_definite(precision: jax.Array) -> jax.Array:
     return jnp.all(jnp.isfinite(precision) & (precision > 0))
 
 
+@cached_by_settings
 def von(
     lr: float | Callable = 0.1,
     *,

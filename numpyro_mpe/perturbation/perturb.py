@@ -144,7 +144,9 @@ def _perturb_gaussian(
     if groups is not None:
         remove = group_mask(remove, groups, plate_model.num_examples)
     eps = removal_weights(remove, plate_model.num_examples)
-    mean, precision = guide.mean_precision(params)
+    mean, precision = guide.checked_mean_precision(
+        params, plate_model.num_latents, where="perturb"
+    )
     arrays, static = split_arguments(args, kwargs)
     new_mean, new_precision = perturb_core(
         mean, precision, eps, arrays, model=model, static=static, plate=plate

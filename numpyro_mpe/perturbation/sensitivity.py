@@ -222,7 +222,9 @@ def sensitivity(
     >>> int(result.mahalanobis.argmax())  # the most influential example  # doctest: +SKIP
     """
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
-    mean, precision = guide.mean_precision(params)
+    mean, precision = guide.checked_mean_precision(
+        params, plate_model.num_latents, where="sensitivity"
+    )
     mean = jnp.asarray(mean)
     precision = jnp.asarray(precision)
     if is_dense(precision):

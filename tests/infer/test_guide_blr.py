@@ -311,3 +311,52 @@ def test_progress_bar_is_silent_when_not_a_terminal(wells, x64, capsys):
     blr.run(jax.random.PRNGKey(0), 300, X, y)
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_params_are_checked_before_use(wells_fit, kidiq, x64):
+    """Wrong params are an error naming what is wrong, never a silently wrong number (a
+    zero in a diagonal precision was read as 1 by loo; a NaN mean gave a NaN mean)."""
+    X, y, guide, result = wells_fit
+    mean, precision = guide.mean_precision(result.params)
+    diag = mpe.AutoGaussian(logistic_model, covariance="diag")
+    diag_params = diag.params_from_mean_precision(mean, np.diag(precision))
+    calls = {
+        "loo": lambda g, p: mpe.loo(logistic_model, g, p, X, y),
+        "perturb": lambda g, p: mpe.perturb(logistic_model, g, p, [0], X, y),
+        "sensitivity": lambda g, p: mpe.sensitivity(logistic_model, g, p, X, y),
+        "exact_loo": lambda g, p: mpe.exact_loo(logistic_model, g, p, X, y, indices=[0]),
+    }
+    for where, call in calls.items():
+        with pytest.raises(ValueError, match=rf"{where}: params lack \['auto_loc'"):
+            call(guide, {})
+        with pytest.raises(ValueError, match=f"{where}: params hold a diag precision"):
+            call(guide, diag_params)
+        with pytest.raises(ValueError, match=f"{where}: params hold a dense precision"):
+            call(diag, result.params)
+        with pytest.raises(ValueError, match=f"{where}: params hold 2 latents .* P = 3"):
+            call(guide, guide.params_from_mean_precision(mean[:2], precision[:2, :2]))
+        with pytest.raises(
+            ValueError, match=rf"{where}: 'auto_loc' is not finite at index \(1,\)"
+        ):
+            call(guide, {**result.params, "auto_loc": mean.at[1].set(np.nan)})
+        with pytest.raises(
+            mpe.NotPositiveDefiniteError, match=rf"{where}: .*auto_precision\[2\] = 0"
+        ):
+            call(diag, {**diag_params, "auto_precision": jnp.diag(precision).at[2].set(0.0)})
+        with pytest.raises(mpe.NotPositiveDefiniteError, match=f"{where}: the precision is not"):
+            call(guide, {**result.params, "auto_precision": -precision})
+    # Lists are arrays: accepted.
+    as_lists = {name: np.asarray(value).tolist() for name, value in result.params.items()}
+    np.testing.assert_allclose(
+        mpe.loo(logistic_model, guide, as_lists, X, y).elpd,
+        mpe.loo(logistic_model, guide, result.params, X, y).elpd,
+        rtol=1e-12,
+    )
+
+
+def test_exact_loo_refuses_zero_steps(wells_fit):
+    """``num_steps=0`` once returned the full-data densities labelled as refits."""
+    X, y, guide, result = wells_fit
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="num_steps must be a positive integer"):
+            mpe.exact_loo(logistic_model, guide, result.params, X, y, num_steps=bad)
