@@ -8,6 +8,7 @@ reported with its file and line.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -181,6 +182,22 @@ def test_every_module_declares_all_and_subpackage_inits_only_document():
             missing.append(module)
     assert not missing, f"modules without __all__: {missing}"
     assert not busy, f"subpackage __init__ with code (re-exports live in numpyro_mpe): {busy}"
+
+
+def test_no_name_shadows_a_module():
+    """A package attribute never hides a submodule of the same name (the public function
+    ``numpyro_mpe.optim.newton`` lives in ``optim/newton_rule.py``): ``import a.b as m``
+    and ``mock.patch("a.b.x")`` reach the module."""
+    shadowed = []
+    for module in _package_modules():
+        parent, _, name = module.rpartition(".")
+        if not parent:
+            continue
+        package = importlib.import_module(parent)
+        importlib.import_module(module)
+        if getattr(package, name) is not importlib.import_module(module):
+            shadowed.append(f"{parent}.{name} is {getattr(package, name)!r}")
+    assert not shadowed, "\n".join(shadowed)
 
 
 def test_tests_mirror_the_package():

@@ -78,9 +78,10 @@ class BLRRunResult(NamedTuple):
         ``checkpoints`` (MPE-LOO by default); None when none were asked for.
     converged : bool
         Whether the last step reported convergence (``info.converged``). False when
-        ``num_steps`` ran out first, and always for optimizers that never report it
-        (:func:`~numpyro_mpe.optim.iblr`, :func:`~numpyro_mpe.optim.von` with draws),
-        which run the steps they are given.
+        ``num_steps`` ran out first, when Newton stopped because no step decreased the
+        loss any more (the run's ``RuntimeWarning``), and always for optimizers that
+        never report it (:func:`~numpyro_mpe.optim.iblr`, :func:`~numpyro_mpe.optim.von`
+        with draws), which run the steps they are given.
     losses : jax.Array, shape (num_steps_taken,)
         Negative log joint at the mean after each step (with minibatches, its unbiased
         estimate from the step's batch; for :func:`~numpyro_mpe.optim.iblr`, at the
@@ -404,11 +405,16 @@ class BLR:
         epochs: int | None = None,
         checkpoints: Sequence[int] | None = None,
         checkpoint_fn: Callable[[dict, int], Any] | None = None,
+        init_params: dict | None = None,
         **kwargs: Any,
     ) -> BLRRunResult:
         """Run up to ``num_steps`` steps, stopping early once the optimizer converges.
 
         ``batch_size``: minibatches of that size (see :meth:`update`); None: full batch.
+
+        ``init_params``: start from these guide params' mean (see :meth:`init`), as
+        :meth:`numpyro.infer.SVI.run`. ``init_state`` already holds a start: giving
+        both is a ``ValueError``.
 
         ``epochs``: instead of ``num_steps`` (pass ``num_steps=None``), run ``epochs *
         ceil(N / B)`` steps, each example seen at least once per epoch; without
@@ -441,6 +447,8 @@ class BLR:
                 f"pass num_steps or epochs, not both (got num_steps={num_steps}, "
                 f"epochs={epochs}); use num_steps=None with epochs"
             )
+        if init_state is not None and init_params is not None:
+            raise ValueError("pass init_state or init_params, not both")
         if num_steps is None and epochs is None:
             raise ValueError("num_steps is None: pass num_steps, or num_steps=None and epochs")
         if batch_size is not None:
@@ -453,7 +461,9 @@ class BLR:
             steps_per_epoch = 1
             if batch_size is not None:
                 if state is None:
-                    state = self.init(rng_key, *args, batch_size=batch_size, **kwargs)
+                    state = self.init(
+                        rng_key, *args, batch_size=batch_size, init_params=init_params, **kwargs
+                    )
                 else:
                     state = self._with_plan(state, batch_size, args, kwargs)
                 steps_per_epoch = math.ceil(state.minibatch.num_examples / batch_size)
@@ -470,7 +480,9 @@ class BLR:
 
         recorded = {}
         if state is None:
-            state = self.init(rng_key, *args, batch_size=batch_size, **kwargs)
+            state = self.init(
+                rng_key, *args, batch_size=batch_size, init_params=init_params, **kwargs
+            )
         losses = []
         # tqdm's conventions: disable=None turns the bar off when stderr is not a
         # terminal (a log gets no line per step); the loss is read back only as often as
@@ -489,7 +501,8 @@ class BLR:
                 if bool(info.converged):
                     break
         # A rejected step with a negligible decrement is float precision, not a failure.
-        if hasattr(info, "accepted") and not bool(info.accepted) and info.decrement > 1e-6:
+        stalled = hasattr(info, "accepted") and not bool(info.accepted) and info.decrement > 1e-6
+        if stalled:
             warnings.warn(
                 "BLR.run: no step decreased the loss any more; stopped with Newton "
                 f"decrement {float(info.decrement):.3g} (float precision reached, or a "
@@ -504,5 +517,5 @@ class BLR:
             state,
             jnp.stack(losses),
             recorded if checkpoints is not None else None,
-            bool(info.converged),
+            bool(info.converged) and not stalled,
         )

@@ -2,20 +2,21 @@
 
 Each optimizer is an ``init`` / ``update`` pair under one contract
 (:mod:`numpyro_mpe.optim.base`): :func:`newton` (Laplace), :func:`online_newton`,
-:func:`von` and :func:`iblr`, one module each. This module only re-exports them.
+:func:`von` and :func:`iblr`, one module each (``newton_rule.py``, ...: a module is never
+named like the function this facade exports). This module only re-exports them.
 """
 
 from numpyro_mpe.optim.base import EXTRAS, NaturalGradientOptimizer
-from numpyro_mpe.optim.iblr import (
+from numpyro_mpe.optim.iblr_rule import (
     IBLRInfo,
     IBLRState,
     iblr,
     iblr_dense_precision_update,
     iblr_precision_update,
 )
-from numpyro_mpe.optim.newton import NewtonInfo, NewtonState, newton
-from numpyro_mpe.optim.online_newton import OnlineNewtonInfo, OnlineNewtonState, online_newton
-from numpyro_mpe.optim.von import VONInfo, VONState, von
+from numpyro_mpe.optim.newton_rule import NewtonInfo, NewtonState, newton
+from numpyro_mpe.optim.online_newton_rule import OnlineNewtonInfo, OnlineNewtonState, online_newton
+from numpyro_mpe.optim.von_rule import VONInfo, VONState, von
 
 __all__ = [
     "EXTRAS",

@@ -95,7 +95,9 @@ def cached_by_settings(factory: Callable) -> Callable:
     decorator equal settings give the same object: the second run reuses the first's
     compilation. Settings are compared with their types (``1`` is not ``1.0``); a call
     with an unhashable setting (an array ``precision_init``) builds a new optimizer.
-    The most recent 64 settings per factory are kept.
+    The most recent 64 settings per factory are kept. A schedule ``lr`` is compared by
+    identity and compiled into the step: like any function jax compiles, it must be
+    pure (one that reads a global changed between runs keeps the first run's value).
     """
     cache: OrderedDict = OrderedDict()
 

@@ -57,6 +57,8 @@ def check_output_path(
         The folder does not exist or cannot be written.
     """
     path = Path(path)
+    if path.is_symlink():  # write the file the link points to, not over the link
+        path = Path(os.path.realpath(path))
     if path.suffix.lower() not in suffixes:
         raise ValueError(
             f"{what} {str(path)!r} must end in {' or '.join(suffixes)}; refusing to write a "
@@ -83,19 +85,50 @@ def check_output_path(
     return path
 
 
-def write_atomically(path: Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to a temporary file beside ``path``, then rename it over
-    ``path`` (:func:`os.replace`, atomic on POSIX and Windows). Returns ``path``."""
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else "."
-    )
+def _default_mode() -> int:
+    """``0o666`` less the process's umask: the mode ``open()`` would give a new file."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomically(path: Path, text: str, *, overwrite: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to a temporary file beside ``path``, then move it to ``path``
+    in one step. Returns ``path``.
+
+    With ``overwrite`` the move is :func:`os.replace` (atomic on POSIX and Windows) and a
+    replaced file keeps its mode. Without it the move is a hard link, which fails if
+    ``path`` has appeared since :func:`check_output_path` (``FileExistsError``), so a
+    file created during a long computation is not clobbered either; where hard links are
+    not supported, ``path`` is checked again just before :func:`os.replace`. A new file
+    gets the mode ``open()`` would give it (``0o666`` less the umask).
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    """
+    folder = path.parent if str(path.parent) else Path(".")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(text)
-        # mkstemp's 0o600 would make a replaced file private: keep the old mode.
-        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(temporary, path)
-    except BaseException:
+        # mkstemp's 0o600 would make the report private.
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else _default_mode())
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"{str(path)!r} appeared while the report was computed; not replaced "
+                    "(pass overwrite=True, --force on the command line, to replace it)"
+                ) from None
+            except OSError:  # no hard links on this file system
+                if path.exists():
+                    raise FileExistsError(f"{str(path)!r} exists; not replaced") from None
+                os.replace(temporary, path)
+    finally:
         Path(temporary).unlink(missing_ok=True)
-        raise
     return path

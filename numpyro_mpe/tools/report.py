@@ -612,4 +612,4 @@ def report(
             "</html>",
         ]
     )
-    return write_atomically(path, document + "\n")
+    return write_atomically(path, document + "\n", overwrite=overwrite)

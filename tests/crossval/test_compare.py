@@ -119,7 +119,7 @@ def test_table_against_numpy(results):
         assert row["n_compared"] == N_REFITS
     assert table.loc["exact", "max_abs_diff"] == 0.0
     assert table.loc["exact", "rms_diff"] == 0.0
-    # MPE against the same-family refits: about 2e-5 measured (see test_wells.py).
+    # MPE against the same-family refits: about 2e-5 measured (see test_mpe_loo_wells.py).
     assert table.loc["mpe", "max_abs_diff"] < 1e-3
 
 

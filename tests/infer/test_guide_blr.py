@@ -237,7 +237,10 @@ def test_run_warns_when_no_step_decreases_the_loss(wells, x64):
     # A negative damping makes H + mu I indefinite, and no retry is allowed: no step.
     state = state._replace(optim_state=state.optim_state._replace(damping=jnp.array(-1e6)))
     with pytest.warns(RuntimeWarning, match="no step decreased the loss"):
-        blr.run(jax.random.PRNGKey(0), 5, X, y, init_state=state, progress_bar=False)
+        fit = blr.run(jax.random.PRNGKey(0), 5, X, y, init_state=state, progress_bar=False)
+    # Newton's info says converged (it stops there), the result does not.
+    assert fit.converged is False
+    assert blr.run(jax.random.PRNGKey(0), 50, X, y, progress_bar=False).converged is True
 
 
 @pytest.mark.parametrize("dense", [True, False])
@@ -300,6 +303,11 @@ def test_init_params_warm_start(wells, x64):
         blr.init(jax.random.PRNGKey(1), X, y, init_params={"loc": fit.params["auto_loc"]})
     with pytest.raises(ValueError, match=r"guide latent size \(2,\) differs"):
         blr.init(jax.random.PRNGKey(1), X, y, init_params={"auto_loc": np.zeros(2)})
+    # BLR.run takes init_params too (as SVI.run), not with init_state.
+    warm = blr.run(jax.random.PRNGKey(1), 50, X, y, progress_bar=False, init_params=fit.params)
+    assert warm.losses.shape == (1,)
+    with pytest.raises(ValueError, match="pass init_state or init_params, not both"):
+        blr.run(jax.random.PRNGKey(1), 5, X, y, init_state=state, init_params=fit.params)
 
 
 def test_progress_bar_is_silent_when_not_a_terminal(wells, x64, capsys):
