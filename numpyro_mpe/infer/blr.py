@@ -195,6 +195,15 @@ def blr_update(model, optimizer, plate, static, batch_size, state, arrays, names
     return BLRState(optim_state, next_key, step, state.data_key, state.minibatch), info
 
 
+def _last_finite(losses: list) -> str:
+    """The last finite loss and its step, for :meth:`BLR.run`'s divergence error."""
+    values = [float(loss) for loss in losses]
+    for step in range(len(values), 0, -1):
+        if math.isfinite(values[step - 1]):
+            return f"{values[step - 1]:.6g} at step {step}"
+    return "none"
+
+
 @functools.singledispatch
 def default_checkpoint(guide: Any, model: Callable, args: tuple, kwargs: dict, plate):
     """``(params, step) -> value``: what :meth:`BLR.run` records at a checkpoint when no
@@ -439,6 +448,9 @@ class BLR:
         ValueError
             When both or neither of ``num_steps`` and ``epochs`` are given, or either is
             below 1, or ``batch_size`` is outside ``[1, N]``.
+        FloatingPointError
+            At the first step whose loss is not finite (the optimizer diverged), naming
+            the step and the last finite loss, instead of running on with NaN.
         NotPositiveDefiniteError
             When the final precision is not positive definite.
         """
@@ -492,13 +504,20 @@ class BLR:
             for step in range(1, num_steps + 1):
                 state, info = self.update(state, *args, batch_size=batch_size, **kwargs)
                 losses.append(info.loss)
+                converged, loss = jax.device_get((info.converged, info.loss))
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"BLR.run: the loss is {loss} after step {step} of {num_steps} (last "
+                        f"finite: {_last_finite(losses)}); the optimizer diverged. Take a "
+                        "smaller lr or a decaying schedule, or fit with optim.newton()"
+                    )
                 if step in wanted:
                     recorded[step] = checkpoint_fn(self.get_params(state), step)
                 if not bar.disable and time.monotonic() - shown >= bar.mininterval:
                     bar.set_postfix_str(f"loss {float(info.loss):.6g}", refresh=False)
                     shown = time.monotonic()
                 bar.update(1)
-                if bool(info.converged):
+                if bool(converged):
                     break
         # A rejected step with a negligible decrement is float precision, not a failure.
         stalled = hasattr(info, "accepted") and not bool(info.accepted) and info.decrement > 1e-6

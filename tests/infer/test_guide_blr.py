@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -368,3 +370,36 @@ def test_exact_loo_refuses_zero_steps(wells_fit):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="num_steps must be a positive integer"):
             mpe.exact_loo(logistic_model, guide, result.params, X, y, num_steps=bad)
+
+
+class _StepInfo(NamedTuple):
+    loss: jax.Array
+    converged: jax.Array
+
+
+def _breaks_at_step_three() -> mpe.optim.NaturalGradientOptimizer:
+    """A diagonal optimizer (written to the contract) whose mean turns NaN at step 3."""
+
+    def init(mean, loss_fn, **extras):
+        return jnp.asarray(mean), jnp.zeros((), jnp.int32)
+
+    def update(state, loss_fn, **extras):
+        mean, step = state
+        mean = jnp.where(step + 1 >= 3, jnp.nan, mean - 0.01 * jax.grad(loss_fn)(mean))
+        return (mean, step + 1), _StepInfo(loss_fn(mean), jnp.zeros((), bool))
+
+    def mean_precision(state, covariance):
+        return state[0], jnp.ones_like(state[0])
+
+    return mpe.optim.NaturalGradientOptimizer(init, update, mean_precision, covariance="diag")
+
+
+def test_run_stops_at_the_step_where_the_loss_turns_nan(wells, x64):
+    """Once, NaN surfaced after all steps as "smallest eigenvalue nan ... run more steps"
+    or a LinAlgError; now the step is named, with the last finite loss."""
+    X, y = wells
+    guide = mpe.AutoGaussian(logistic_model, covariance="diag")
+    blr = mpe.BLR(logistic_model, guide, _breaks_at_step_three())
+    message = r"loss is (nan|inf) after step 3 of 50 \(last finite: .* at step 2\)"
+    with pytest.raises(FloatingPointError, match=message):
+        blr.run(jax.random.PRNGKey(0), 50, X, y, progress_bar=False, checkpoints=[3])
