@@ -33,6 +33,7 @@ from numpyro_mpe.core.quadrature import covariance_root
 
 __all__ = [
     "DIRECTIONS_PER_STEP",
+    "GROUPS_PER_BATCH",
     "MAX_HESSIAN_BYTES",
     "check_hessian_stack",
     "dense_cavity",
@@ -56,7 +57,8 @@ MAX_HESSIAN_BYTES = 2 * 1024**3
 """Largest stack of ``(P, P)`` Hessians (per example or per group) formed at once."""
 
 _ROW_BLOCK_VALUES = 2**20  # Jacobian-row values (examples x K x P) held at once
-_GROUPS_PER_BATCH = 8
+GROUPS_PER_BATCH = 8
+"""Groups whose terms are computed at once (``lax.map`` batch) by per-group loops."""
 
 
 def check_hessian_stack(count: int, size: int, itemsize: int, *, what: str, advice: str):
@@ -132,7 +134,7 @@ def group_terms(log_lik: Callable, mean, codes, num_groups: int, *, dense: bool)
         hessian = jax.hessian(loss)(mean)
         return value, gradient, hessian if dense else jnp.diagonal(hessian)
 
-    return jax.lax.map(terms, jnp.arange(num_groups), batch_size=_GROUPS_PER_BATCH)
+    return jax.lax.map(terms, jnp.arange(num_groups), batch_size=GROUPS_PER_BATCH)
 
 
 def gauss_newton_matrix(predictor: Predictor, log_prior: Callable, weights) -> Callable:

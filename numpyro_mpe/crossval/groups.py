@@ -44,6 +44,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from numpyro_mpe.core.curvature import (
+    GROUPS_PER_BATCH,
     gradient_hessian,
     group_terms,
     prediction_space_covariances,
@@ -54,8 +55,6 @@ from numpyro_mpe.core.quadrature import log_predictive
 from numpyro_mpe.crossval.importance import log_normalizer
 
 __all__ = ["GroupLOO", "group_codes", "group_loo_core"]
-
-_GROUPS_PER_BATCH = 8
 
 
 class GroupLOO(NamedTuple):
@@ -175,7 +174,7 @@ def _sampled_correction(log_lik, codes, mean, precision, loss, gradient, hessian
         quadratic = loss[group] + offsets @ gradient[group] + 0.5 * curvature
         return quadratic - group_loss
 
-    ratios = jax.lax.map(log_ratios, jnp.arange(loss.shape[0]), batch_size=_GROUPS_PER_BATCH)
+    ratios = jax.lax.map(log_ratios, jnp.arange(loss.shape[0]), batch_size=GROUPS_PER_BATCH)
     return log_normalizer(ratios.T, num)
 
 
@@ -194,7 +193,7 @@ def _newton_decrements(log_joint, codes, cavity_mean, dense: bool):
         return gradient @ jnp.linalg.solve(hessian, gradient)
 
     groups = jnp.arange(cavity_mean.shape[0])
-    return jax.lax.map(decrement, (groups, cavity_mean), batch_size=_GROUPS_PER_BATCH)
+    return jax.lax.map(decrement, (groups, cavity_mean), batch_size=GROUPS_PER_BATCH)
 
 
 def _example_densities(predictor: Predictor, codes, cavity_mean, cavity_precision):

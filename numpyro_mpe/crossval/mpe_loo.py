@@ -347,12 +347,7 @@ def prepare_guide_loo(
 def _prepare_gaussian_loo(
     guide: AutoGaussian, model: Callable, args: tuple, kwargs: dict, options: LooOptions
 ) -> Callable[[dict], ELPDDataMPE]:
-    method, plate, reliability_threshold = (
-        options.method,
-        options.plate,
-        options.reliability_threshold,
-    )
-    importance, num_samples, seed = options.importance, options.num_samples, options.seed
+    method, plate, reliability_threshold, importance, num_samples, seed, _ = options
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
     names = None if plate_model.predictor is None else plate_model.predictor.names
     arrays, static = split_arguments(args, kwargs)
