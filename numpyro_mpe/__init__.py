@@ -23,7 +23,7 @@ from numpyro_mpe.crossval.psis import (
 )
 from numpyro_mpe.crossval.refits import exact_loo
 from numpyro_mpe.crossval.results import ELPDDataMPE, ELPDDataRefit, ReliabilityWarning
-from numpyro_mpe.infer.blr import BLR, BLRRunResult, BLRState
+from numpyro_mpe.infer.blr import BLR, BLRRunResult, BLRState, ConvergenceWarning
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.infer.optax_posterior import posterior_from_svi
 from numpyro_mpe.perturbation.perturb import perturb
@@ -38,6 +38,7 @@ __all__ = [
     "AutoGaussian",
     "BLRRunResult",
     "BLRState",
+    "ConvergenceWarning",
     "ELPDDataMPE",
     "ELPDDataPSIS",
     "ELPDDataRefit",

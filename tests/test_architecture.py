@@ -140,6 +140,7 @@ def test_no_private_names_across_modules():
                 and isinstance(node.value, ast.Name)
                 and node.value.id in aliases
                 and node.attr.startswith("_")
+                and not node.attr.endswith("__")  # dunders (__all__) are public
                 and aliases[node.value.id] != here
             ):
                 wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value.id}.{node.attr}")

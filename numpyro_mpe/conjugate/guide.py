@@ -66,7 +66,11 @@ from numpyro_mpe.core.model import (
 from numpyro_mpe.crossval.mpe_loo import LooOptions, prepare_guide_loo
 from numpyro_mpe.crossval.results import ELPDDataMPE, make_elpd_data
 from numpyro_mpe.perturbation.perturb import perturb_guide
-from numpyro_mpe.perturbation.removal import group_mask, removal_weights
+from numpyro_mpe.perturbation.removal import (
+    check_removal_arguments,
+    group_mask,
+    removal_weights,
+)
 
 __all__ = [
     "AutoConjugate",
@@ -361,7 +365,7 @@ def trace_conjugate(model: Callable, *args, plate: str | None = None, **kwargs) 
             f"'{plate_name}' at dim -1 and no event dims; got batch shape "
             f"{obs_site['fn'].batch_shape}"
         )
-    if obs_site["scale"] is not None or obs_site.get("mask") is not None:
+    if obs_site["scale"] is not None or isinstance(obs_site["fn"], dist.MaskedDistribution):
         raise ModelError(
             f"observed site '{obs_name}' is scaled or masked; AutoConjugate needs neither"
         )
@@ -563,9 +567,10 @@ def conjugate_perturb(
     model: Callable,
     guide: AutoConjugate,
     params: dict,
-    remove: ArrayLike,
+    remove: ArrayLike | None,
     *args,
     plate: str | None = None,
+    weights: ArrayLike | None = None,
     **kwargs,
 ) -> dict:
     """Guide params of the posterior with examples removed or reweighted, exactly.
@@ -576,13 +581,16 @@ def conjugate_perturb(
     ----------
     model, guide, params
         The conjugate model, its :class:`AutoConjugate` and the posterior's params.
-    remove : array_like
-        As :func:`numpyro_mpe.removal_weights`: indices, a boolean mask ``(N,)`` or new
-        weights ``(N,)`` in ``[0, 1]``.
+    remove : array_like of int or bool, or None
+        As :func:`numpyro_mpe.removal_weights`: indices or a boolean mask ``(N,)`` (True
+        removes); ``[]`` removes nothing; a float array is refused (``TypeError``).
     *args, **kwargs
         The model's arguments.
     plate : str, optional
         The plate of examples.
+    weights : array_like ``(N,)``, optional, keyword-only
+        New per-example weights in ``[0, 1]`` (1 keeps, 0 removes) instead of
+        ``remove`` (which is then None).
 
     Returns
     -------
@@ -591,11 +599,27 @@ def conjugate_perturb(
 
     Raises
     ------
+    TypeError, ValueError
+        As :func:`numpyro_mpe.removal_weights` (the types before any work).
     ValueError
         When the result is improper (``params`` was not a posterior that holds them).
     """
+    check_removal_arguments(remove, weights)
+    return _divide_out(
+        model,
+        guide,
+        params,
+        args,
+        kwargs,
+        plate,
+        lambda num_examples: removal_weights(remove, num_examples, weights=weights),
+    )
+
+
+def _divide_out(model, guide, params, args, kwargs, plate, eps_for) -> dict:
+    """``eta - sum_j eps_j t_j`` as guide params; ``eps_for: N -> eps (N,)``."""
     structure, eta = _structure_and_eta(model, guide, params, args, kwargs, plate)
-    eps = removal_weights(remove, structure.num_examples)
+    eps = eps_for(structure.num_examples)
     stats = FAMILIES[structure.family].weighted_stats(structure.data, eps.astype(eta[0].dtype))
     new = guide.params_from_natural(
         structure.family, tuple(e - t for e, t in zip(eta, stats, strict=True))
@@ -669,11 +693,15 @@ def _perturb_conjugate(
     kwargs: dict,
     plate: str | None,
     groups: ArrayLike | None,
+    weights: ArrayLike | None,
 ) -> dict:
     """:func:`numpyro_mpe.perturb` for :class:`AutoConjugate`: exact division."""
-    if groups is not None:
-        remove = group_mask(remove, groups, np.shape(groups)[0])
-    return conjugate_perturb(model, guide, params, remove, *args, plate=plate, **kwargs)
+
+    def eps_for(num_examples):
+        selected = remove if groups is None else group_mask(remove, groups, num_examples)
+        return removal_weights(selected, num_examples, weights=weights)
+
+    return _divide_out(model, guide, params, args, kwargs, plate, eps_for)
 
 
 @prepare_guide_loo.register

@@ -19,6 +19,8 @@ observed sites sit inside a plate.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -29,9 +31,11 @@ import numpy as np
 from jax.typing import ArrayLike
 from numpyro import handlers
 from numpyro.distributions import Normal
+from numpyro.distributions.constraints import Constraint
 from numpyro.distributions.distribution import (
     ExpandedDistribution,
     Independent,
+    MaskedDistribution,
 )
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.autoguide import _ravel_dict, _unravel_dict
@@ -79,6 +83,10 @@ class Predictor(NamedTuple):
     noise_variance : jax.Array or None
         ``(N,)`` variance of a Normal observation whose only latent-dependent parameter is
         ``loc`` (the conjugate case, where the predictive is Gaussian in closed form).
+    mask : jax.Array or None
+        ``(N,)`` bool: False for the examples masked out of the likelihood
+        (``numpyro.handlers.mask``), where ``log_lik`` is 0 and ``observed`` holds a
+        placeholder in the support; None when nothing is masked.
     """
 
     fn: Callable[[jax.Array], jax.Array]
@@ -86,6 +94,7 @@ class Predictor(NamedTuple):
     names: tuple[str, ...]
     observed: jax.Array
     noise_variance: jax.Array | None
+    mask: jax.Array | None = None
 
 
 class PlateModel(NamedTuple):
@@ -113,6 +122,11 @@ class PlateModel(NamedTuple):
     predictor : Predictor or None
         The observation's predictor, when there is exactly one observed site in the
         plate and its distribution can be rebuilt from its parameters.
+    observed_mask : numpy.ndarray or None
+        ``(N,)`` bool: False for the examples whose every observed value is masked out
+        of the likelihood (``numpyro.handlers.mask`` or ``Distribution.mask``). Their
+        ``l_i`` is 0: they are not examples, and leave-one-out results leave them out.
+        None when no example is masked out (a traced array under ``jit``).
     """
 
     num_examples: int
@@ -124,6 +138,7 @@ class PlateModel(NamedTuple):
     log_prior: Callable[[jax.Array], jax.Array]
     log_lik: Callable[[jax.Array], jax.Array]
     predictor: Predictor | None
+    observed_mask: np.ndarray | None = None
 
     @property
     def num_latents(self) -> int:
@@ -150,26 +165,66 @@ class _SiteRecorder(Messenger):
             self.last_site = msg["name"]
 
 
+_MISSING_DATA_ADVICE = (
+    "NaN and inf are not allowed in model data (for missing observations, put any value "
+    "of the support there and leave them out with numpyro.handlers.mask)"
+)
+
+
+def _is_missing(value: Any) -> bool:
+    """An entry of an object array (pandas' nullable columns) that is NaN, inf, None or NA."""
+    if value is None:
+        return True
+    try:
+        if isinstance(value, numbers.Real):
+            return not math.isfinite(value)
+        return bool(value != value)
+    except TypeError:  # pandas.NA: its comparisons are NA, whose truth is ambiguous
+        return True
+
+
+def _non_finite(array: np.ndarray) -> np.ndarray | None:
+    """Bool array of the non-finite entries of ``array``; None for non-numeric dtypes."""
+    if array.dtype == object:
+        return np.vectorize(_is_missing, otypes=[bool])(array) if array.size else None
+    # jnp.issubdtype: numpy's does not count ml_dtypes' bfloat16 and float8 as inexact.
+    if not jnp.issubdtype(array.dtype, jnp.inexact):
+        return None
+    return ~np.isfinite(array)
+
+
+def _argument_arrays(label: str, leaf: Any):
+    """``(label, array)`` pairs to check for one pytree leaf: arrays, Python floats, and
+    anything with ``__array__`` (pandas and xarray objects), a DataFrame column by column."""
+    if isinstance(leaf, jax.core.Tracer) or isinstance(leaf, (bool, int, str, bytes)):
+        return
+    columns = getattr(leaf, "columns", None)
+    if columns is not None and callable(getattr(leaf, "items", None)):  # a DataFrame
+        for name, column in leaf.items():
+            yield f"{label} column {name!r}", np.asarray(column)
+    elif isinstance(leaf, (np.ndarray, jax.Array, float, complex)) or hasattr(leaf, "__array__"):
+        yield label, np.asarray(leaf)
+
+
 def check_finite_arguments(args: tuple, kwargs: dict) -> None:
+    """Raise :class:`ModelError` naming the argument and index of the first NaN or inf.
+
+    Checks every array leaf of the arguments, pandas DataFrames (per column) and Series
+    and any other object with ``__array__`` included, in every floating dtype (bfloat16
+    too); tracers are skipped.
+    """
     named = [(f"positional argument {k}", a) for k, a in enumerate(args)]
     named += [(f"argument '{k}'", a) for k, a in kwargs.items()]
     for label, value in named:
         for path, leaf in jax.tree_util.tree_leaves_with_path(value):
-            if isinstance(leaf, jax.core.Tracer) or not isinstance(
-                leaf, (np.ndarray, jax.Array, float)
-            ):
-                continue
-            array = np.asarray(leaf)
-            if not np.issubdtype(array.dtype, np.inexact):
-                continue
-            bad = ~np.isfinite(array)
-            if bad.any():
-                index = tuple(int(i) for i in np.argwhere(bad)[0]) if array.ndim else ()
-                where = label + jax.tree_util.keystr(path)
-                raise ModelError(
-                    f"{where} contains {array[bad].flat[0]} at index {index}; "
-                    "NaN and inf are not allowed in model data."
-                )
+            for where, array in _argument_arrays(label + jax.tree_util.keystr(path), leaf):
+                bad = _non_finite(array)
+                if bad is not None and bad.any():
+                    index = tuple(int(i) for i in np.argwhere(bad)[0])
+                    raise ModelError(
+                        f"{where} contains {array[index]} at index {index}; "
+                        f"{_MISSING_DATA_ADVICE}."
+                    )
 
 
 def _trace(
@@ -277,12 +332,37 @@ def find_plate(trace: dict, plate: str | None) -> tuple[str, int, int, tuple[str
     return frame.name, frame.size, frame.dim, tuple(name for name, _ in chosen)
 
 
+def _check_imputed_sites(trace: dict) -> None:
+    """Refuse ``obs_mask=``: numpyro turns its masked entries into a latent site."""
+    for name, site in trace.items():
+        if not (site["type"] == "sample" and name.endswith("_unobserved")):
+            continue
+        observed = trace.get(name.removesuffix("_unobserved") + "_observed")
+        if isinstance(site["fn"], MaskedDistribution) and observed and observed["is_observed"]:
+            original = name.removesuffix("_unobserved")
+            raise ModelError(
+                f"site '{original}' uses obs_mask=, so numpyro imputes its masked values as "
+                f"a latent site '{name}' (one unknown per masked value), which numpyro_mpe "
+                "cannot fit; leave the masked values out of the likelihood instead: `with "
+                "numpyro.handlers.mask(mask=m): numpyro.sample("
+                f"'{original}', ..., obs=y)` (LOO then leaves those examples out)"
+            )
+
+
 def _check_latents(trace: dict) -> list[str]:
     latents = []
     for site in trace.values():
         if site["type"] != "sample" or site["is_observed"]:
             continue
         if site["fn"].support.is_discrete:
+            if site["cond_indep_stack"]:
+                plates = [f.name for f in site["cond_indep_stack"]]
+                raise ModelError(
+                    f"site '{site['name']}' is discrete, inside plate {plates[0]!r}, and got "
+                    f"obs=None: if it is the observed site, its data were not passed (pass "
+                    f"them, e.g. model(X, y), so that '{site['name']}' gets obs=y); "
+                    "numpyro_mpe cannot fit discrete latents"
+                )
             raise ModelError(
                 f"latent site '{site['name']}' is discrete ({type(site['fn']).__name__}); "
                 "numpyro_mpe needs continuous latents: marginalise it or observe it"
@@ -293,17 +373,143 @@ def _check_latents(trace: dict) -> list[str]:
     return latents
 
 
-def _check_observed_values(trace: dict, names: tuple[str, ...]) -> None:
-    for name in names:
-        if isinstance(trace[name]["value"], jax.core.Tracer):
+def _counted(fn) -> jax.Array | None:
+    """Bool over ``fn.batch_shape``: the entries ``fn.log_prob`` counts (False where a
+    ``MaskedDistribution`` masks them out; an event counts when any of its entries does);
+    None when ``fn`` holds no mask."""
+    if isinstance(fn, MaskedDistribution):
+        mask = jnp.broadcast_to(jnp.asarray(fn._mask, bool), fn.batch_shape)
+        inner = _counted(fn.base_dist)
+        return mask if inner is None else mask & inner
+    if isinstance(fn, Independent):
+        inner = _counted(fn.base_dist)
+        if inner is None:
+            return None
+        return jnp.any(inner, axis=tuple(range(-fn.reinterpreted_batch_ndims, 0)))
+    if isinstance(fn, ExpandedDistribution):
+        inner = _counted(fn.base_dist)
+        return None if inner is None else jnp.broadcast_to(inner, fn.batch_shape)
+    return None
+
+
+def _outside_support(fn, value) -> jax.Array:
+    """Bool over the batch entries of ``value``: outside ``fn``'s support and counted."""
+    if isinstance(fn, MaskedDistribution):
+        return _outside_support(fn.base_dist, value) & jnp.asarray(fn._mask, bool)
+    if isinstance(fn, Independent):
+        inner = _outside_support(fn.base_dist, value)
+        return jnp.any(inner, axis=tuple(range(-fn.reinterpreted_batch_ndims, 0)))
+    if isinstance(fn, ExpandedDistribution):
+        return _outside_support(fn.base_dist, value)
+    return ~jnp.asarray(fn.support(value), bool)
+
+
+def _constraint_parameters(constraint) -> list[np.ndarray]:
+    """The array parameters of a numpyro constraint (bounds), nested ones included."""
+    values = []
+    for value in vars(constraint).values():
+        if isinstance(value, Constraint):
+            values += _constraint_parameters(value)
+        elif isinstance(value, (jax.Array, np.ndarray, float)):
+            values.append(np.asarray(value))
+    return values
+
+
+def _support_moves(site: dict, other: dict) -> bool:
+    """Whether the support of an observed site differs between two traces at different
+    latent values (``Uniform(0, theta)``): then values outside it at one point are not
+    an error in the data."""
+    here = _constraint_parameters(site["fn"].support)
+    there = _constraint_parameters(other["fn"].support)
+    if len(here) != len(there):
+        return True
+    return not all(
+        np.shape(a) == np.shape(b) and np.array_equal(a, b)
+        for a, b in zip(here, there, strict=True)
+    )
+
+
+def _check_observed_values(trace: dict, trace_elsewhere: Callable[[], dict]) -> None:
+    """NaN, inf or a value outside the support among the observed sites' counted entries
+    (entries masked out of the likelihood may hold anything). ``trace_elsewhere``: the
+    model traced at other latent values, to tell a support that depends on the latents
+    (not checked) from one that does not."""
+    for name, site in trace.items():
+        if site["type"] != "sample" or not site["is_observed"] or name.startswith("_"):
             continue
-        value = np.asarray(trace[name]["value"])
-        if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
-            index = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+        if isinstance(site["value"], jax.core.Tracer):
+            continue
+        fn = site["fn"]
+        expected = fn.batch_shape + fn.event_shape
+        given = np.shape(site["value"])
+        try:
+            shape = np.broadcast_shapes(given, expected)
+        except ValueError:
+            shape = None
+        if shape != expected:
+            # A y with 39 rows for 40 examples, or (40, 1) for (40,): numpy would
+            # broadcast the log density to (40, 40), or fail deep inside.
+            raise ModelError(
+                f"observed site '{name}' has shape {given} but its distribution has shape "
+                f"{expected} (batch {fn.batch_shape}, event {fn.event_shape}); do the data "
+                "arguments have the same number of rows?"
+            )
+        if np.asarray(site["value"]).dtype.kind not in "biuf":
+            raise ModelError(
+                f"observed site '{name}' holds values of dtype "
+                f"{np.asarray(site['value']).dtype}; observations must be numbers"
+            )
+        value = np.broadcast_to(np.asarray(site["value"]), shape)
+        counted = _counted(fn)
+        outside = _outside_support(fn, value)
+        if isinstance(counted, jax.core.Tracer) or isinstance(outside, jax.core.Tracer):
+            continue  # under jit: checked by the trace outside it
+        counted = np.ones((), bool) if counted is None else np.asarray(counted)
+        entries = counted.reshape(counted.shape + (1,) * len(fn.event_shape))
+        bad = _non_finite(value)
+        if bad is not None and (bad := bad & entries).any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ModelError(
                 f"observed site '{name}' contains {value[index]} at index {index}; "
-                "NaN and inf are not allowed in observed data"
+                f"{_MISSING_DATA_ADVICE}"
             )
+        outside = np.asarray(outside)
+        if outside.any() and not _support_moves(site, trace_elsewhere()[name]):
+            index = tuple(int(i) for i in np.argwhere(outside)[0])
+            raise ModelError(
+                f"observed site '{name}' has value {value[index]} at index {index}, outside "
+                f"the support of {type(_unwrap_masks(fn)[0]).__name__} ({fn.support})"
+            )
+
+
+def _observed_mask(trace: dict, plate: str, dim: int, size: int) -> np.ndarray | None:
+    """``(N,)`` bool: the examples with at least one counted observed value in the plate;
+    None when every example has one. Raises when none has."""
+    masks = []
+    for site in trace.values():
+        if not (site["type"] == "sample" and site["is_observed"]):
+            continue
+        if not any(f.name == plate for f in site["cond_indep_stack"]):
+            continue
+        counted = _counted(site["fn"])
+        if counted is None:
+            return None  # this site counts every example
+        counted = jnp.broadcast_to(counted, site["fn"].batch_shape)
+        masks.append(jnp.moveaxis(counted, dim, 0).reshape(size, -1).any(axis=1))
+    if not masks:
+        return None
+    mask = masks[0]
+    for other in masks[1:]:
+        mask = mask | other
+    if isinstance(mask, jax.core.Tracer):
+        return mask
+    mask = np.asarray(mask)
+    if not mask.any():
+        raise ModelError(
+            f"every example of plate '{plate}' is masked out of the likelihood; "
+            "there is nothing to fit"
+        )
+    return None if mask.all() else mask
 
 
 def unwrap_distribution(fn) -> tuple[Any, int]:
@@ -319,14 +525,44 @@ def unwrap_distribution(fn) -> tuple[Any, int]:
             return fn, reinterpreted
 
 
+def _unwrap_masks(fn) -> tuple[Any, int, bool]:
+    """:func:`unwrap_distribution` that strips ``MaskedDistribution`` too; the third value
+    says whether a mask lies under an ``Independent`` (it then masks part of an event)."""
+    reinterpreted = 0
+    masked_events = False
+    while True:
+        if isinstance(fn, Independent):
+            reinterpreted += fn.reinterpreted_batch_ndims
+        elif isinstance(fn, MaskedDistribution):
+            masked_events = masked_events or reinterpreted > 0
+        elif not isinstance(fn, ExpandedDistribution):
+            return fn, reinterpreted, masked_events
+        fn = fn.base_dist
+
+
 def _constructor_parameters(base) -> list[tuple[str, Any]]:
-    """``(name, constraint)`` of the parameters ``type(base)(**...)`` takes and ``base`` holds."""
+    """``(name, constraint)`` of the parameters ``type(base)(**...)`` takes and ``base``
+    holds, with which it can be rebuilt; empty when it cannot.
+
+    Some distributions take exactly one of several parametrisations but hold them all
+    (``MultivariateNormal``: ``covariance_matrix``, ``precision_matrix``, ``scale_tril``):
+    then one of those is kept, ``scale_tril`` first.
+    """
     signature = inspect.signature(type(base).__init__).parameters
-    return [
+    held = [
         (name, constraint)
         for name, constraint in type(base).arg_constraints.items()
         if name in signature and getattr(base, name, None) is not None
     ]
+    optional = [name for name, _ in held if signature[name].default is None]
+    for keep in [None, *sorted(optional, key=lambda name: name != "scale_tril")]:
+        chosen = [(n, c) for n, c in held if keep is None or n not in optional or n == keep]
+        try:
+            type(base)(**{name: getattr(base, name) for name, _ in chosen})
+        except (ValueError, TypeError):
+            continue
+        return chosen
+    return []
 
 
 def _build_predictor(
@@ -336,9 +572,9 @@ def _build_predictor(
         return _trace(model, args, kwargs, unravel(theta))[site_name]
 
     site = site_at(theta0)
-    base, reinterpreted = unwrap_distribution(site["fn"])
+    base, reinterpreted, masked_events = _unwrap_masks(site["fn"])
     batch_shape = site["fn"].batch_shape
-    if batch_shape != (size,) or plate_dim != -1:
+    if batch_shape != (size,) or plate_dim != -1 or masked_events:
         return None
     constructor_parameters = _constructor_parameters(base)
     parameters = [(n, c) for n, c in constructor_parameters if not c.is_discrete]
@@ -350,7 +586,7 @@ def _build_predictor(
     }
 
     def parameter_values(theta):
-        fn, _ = unwrap_distribution(site_at(theta)["fn"])
+        fn = _unwrap_masks(site_at(theta)["fn"])[0]
         return {
             name: jnp.broadcast_to(getattr(fn, name), batch_shape + tuple(event_shapes[name]))
             for name, _ in parameters
@@ -376,7 +612,10 @@ def _build_predictor(
         names = tuple(name for name, _ in parameters if name in dependent)
         if not names:
             return None
-    transforms = {name: biject_to(c) for name, c in parameters}
+    try:
+        transforms = {name: biject_to(c) for name, c in parameters if name in names}
+    except NotImplementedError:  # a latent-dependent parameter without a bijection
+        return None  # (Uniform's bounds): the parameter-space form applies
     values0 = parameter_values(theta0)
     fixed = {
         name: values0[name] if name in values0 else getattr(base, name)
@@ -389,6 +628,16 @@ def _build_predictor(
     widths = {name: int(np.prod(shape)) for name, shape in unconstrained_shapes.items()}
     observed = site["value"]
     scale = site["scale"]
+    mask = _counted(site["fn"])
+    if mask is not None:
+        # As MaskedDistribution.log_prob: masked entries hold a value of the support, so
+        # that neither the density nor its derivatives see what was there.
+        try:
+            feasible = base.support.feasible_like(observed)
+        except NotImplementedError:
+            feasible = observed
+        event = (1,) * len(site["fn"].event_shape)
+        observed = jnp.where(mask.reshape(mask.shape + event), observed, feasible)
     if reinterpreted:
         names_with_closed_form = ()
     else:
@@ -412,6 +661,8 @@ def _build_predictor(
         if reinterpreted:
             distribution = distribution.to_event(reinterpreted)
         log_prob = distribution.log_prob(observed)
+        if mask is not None:
+            log_prob = jnp.where(mask, log_prob, 0.0)
         return log_prob if scale is None else scale * log_prob
 
     noise_variance = None
@@ -423,6 +674,7 @@ def _build_predictor(
         names=names,
         observed=jnp.asarray(observed),
         noise_variance=noise_variance,
+        mask=mask,
     )
 
 
@@ -462,27 +714,49 @@ def trace_model(
     ------
     ModelError
         Before any fitting, naming the site or argument at fault: NaN or inf in an
-        array argument or observed value; no observed site in a plate; observed sites in
-        plates of different sizes; a discrete latent; a model that fails to trace.
+        argument (arrays of any floating dtype, pandas objects) or in an observed value
+        that counts; an observed value outside its distribution's support; no observed
+        site in a plate; observed sites in plates of different sizes; a discrete latent
+        (or a discrete site in a plate given ``obs=None``); ``obs_mask=`` (use
+        ``numpyro.handlers.mask``); every example masked out; latents all of size 0; a
+        model that fails to trace.
+
+    Notes
+    -----
+    Examples masked out of the likelihood (``numpyro.handlers.mask`` around the
+    observed site, or ``Distribution.mask``) keep their place in the plate with
+    ``l_i = 0``; ``observed_mask`` says which they are, and leave-one-out results leave
+    them out.
     """
+    if not callable(model):
+        raise TypeError(f"model must be a NumPyro model (a function), got {type(model).__name__}")
     check_finite_arguments(args, kwargs)
     prototype = prototype_trace(model, args, kwargs)
+    _check_imputed_sites(prototype)
     latent_names = _check_latents(prototype)
     plate_name, size, plate_dim, observed_sites = find_plate(prototype, plate)
-    _check_observed_values(prototype, observed_sites)
     for name in latent_names:
         if any(f.name == plate_name for f in prototype[name]["cond_indep_stack"]):
             raise ModelError(
                 f"latent site '{name}' is local to plate '{plate_name}'; numpyro_mpe "
                 "needs global latents (integrate local ones out, or make them global)"
             )
+    observed_mask = _observed_mask(prototype, plate_name, plate_dim, size)
 
     init_values = {
         name: biject_to(prototype[name]["fn"].support).inv(prototype[name]["value"])
         for name in latent_names
     }
     init_theta, shape_dict = _ravel_dict(init_values)
+    if init_theta.size == 0:
+        shapes = ", ".join(f"'{n}' {jnp.shape(init_values[n])}" for n in latent_names)
+        raise ModelError(
+            f"every latent site is empty ({shapes}): the model has no parameter to fit"
+        )
     unravel = partial(_unravel_dict, shape_dict=shape_dict)
+    _check_observed_values(
+        prototype, lambda: _trace(model, args, kwargs, unravel(init_theta + 0.5))
+    )
     latent_set = set(latent_names)
 
     def log_terms(theta):
@@ -534,6 +808,7 @@ def trace_model(
         log_prior=log_prior,
         log_lik=log_lik,
         predictor=predictor,
+        observed_mask=observed_mask,
     )
 
 

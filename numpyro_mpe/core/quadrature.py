@@ -73,7 +73,8 @@ def _embedded_rule() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def log_predictive(predictor: Predictor, mean: jax.Array, cov: jax.Array) -> jax.Array:
     """``log int p(y_i | f) N(f; mean_i, cov_i) df`` for all i: ``(N, K), (N, K, K) -> (N,)``.
 
-    Closed form for a Normal observation with known variance. For one predictor
+    Closed form for a Normal observation with known variance (0 for the examples masked
+    out of the likelihood, ``predictor.mask``). For one predictor
     component (``K = 1``), the adaptive rule of :func:`embedded_gauss_hermite` first,
     and the ``GAUSS_HERMITE_POINTS`` rule for every example when its error estimate
     exceeds the tolerance for some example. Beyond, :func:`gauss_hermite`.
@@ -81,7 +82,9 @@ def log_predictive(predictor: Predictor, mean: jax.Array, cov: jax.Array) -> jax
     if predictor.noise_variance is not None:
         variance = predictor.noise_variance + cov[:, 0, 0]
         residual = predictor.observed - mean[:, 0]
-        return -0.5 * (jnp.log(2 * jnp.pi * variance) + residual**2 / variance)
+        density = -0.5 * (jnp.log(2 * jnp.pi * variance) + residual**2 / variance)
+        # An example masked out of the likelihood has p(y_i | f) = 1: its integral is 1.
+        return density if predictor.mask is None else jnp.where(predictor.mask, density, 0.0)
     if mean.shape[1] != 1:
         return gauss_hermite(predictor, mean, covariance_root(cov))
     (density,), accurate = embedded_gauss_hermite(predictor, mean[:, 0], cov[:, 0, 0], ())

@@ -53,6 +53,7 @@ from numpyro_mpe.core.gaussian import draws_from_standard_normal, is_dense
 from numpyro_mpe.core.model import Predictor, join_arguments, trace_model
 from numpyro_mpe.core.quadrature import log_predictive
 from numpyro_mpe.crossval.importance import log_normalizer
+from numpyro_mpe.perturbation.removal import check_group_labels
 
 __all__ = ["GroupLOO", "group_codes", "group_loo_core"]
 
@@ -93,18 +94,11 @@ def group_codes(groups: ArrayLike, num_examples: int) -> tuple[np.ndarray, np.nd
 
     Raises
     ------
-    ValueError
-        When ``groups`` is not one label per example, or holds NaN.
+    ValueError, TypeError
+        As :func:`numpyro_mpe.perturbation.removal.check_group_labels`: not one label per
+        example, NaN or None labels, or labels of mixed types (numbers and strings).
     """
-    labels = np.asarray(groups)
-    if labels.ndim != 1 or labels.shape[0] != num_examples:
-        raise ValueError(
-            f"groups must hold one label per example, shape ({num_examples},); got shape "
-            f"{labels.shape}"
-        )
-    if np.issubdtype(labels.dtype, np.inexact) and not np.all(np.isfinite(labels)):
-        index = int(np.argmax(~np.isfinite(labels)))
-        raise ValueError(f"groups holds {labels[index]} at example {index}")
+    labels = check_group_labels(groups, num_examples)
     distinct, codes = np.unique(labels, return_inverse=True)
     return distinct, codes.astype(np.int32)
 

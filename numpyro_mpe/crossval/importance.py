@@ -35,7 +35,16 @@ from numpyro_mpe.crossval.psis import tail_buffers, tail_lengths
 from numpyro_mpe.crossval.psis_kernels import psis_columns
 from numpyro_mpe.perturbation.perturb import perturb_mean_precision
 
-__all__ = ["ImportanceLOO", "importance_loo", "log_normalizer"]
+__all__ = [
+    "MIN_IMPORTANCE_DRAWS",
+    "ImportanceLOO",
+    "check_num_samples",
+    "importance_loo",
+    "log_normalizer",
+]
+
+#: The fewest importance draws per example (or group): PSIS needs at least two.
+MIN_IMPORTANCE_DRAWS = 2
 
 _MAX_BATCH_VALUES = 2**24  # draws x examples x batch held at once
 _EXACT_SPREAD = 1e-6
@@ -67,6 +76,29 @@ class ImportanceLOO(NamedTuple):
     mcse: jax.Array
     shared_mcse: jax.Array
     mpe_proposal: jax.Array
+
+
+def check_num_samples(num_samples) -> int:
+    """``num_samples`` as an ``int``, checked before any work.
+
+    Raises
+    ------
+    TypeError
+        When it is not an integer (a bool or a float such as ``2.5`` or ``1000.0``).
+    ValueError
+        When it is below :data:`MIN_IMPORTANCE_DRAWS` (2).
+    """
+    if isinstance(num_samples, bool | np.bool_) or not isinstance(num_samples, int | np.integer):
+        raise TypeError(
+            f"num_samples must be an integer >= {MIN_IMPORTANCE_DRAWS} (importance draws "
+            f"per example); got {num_samples!r} of type {type(num_samples).__name__}"
+        )
+    if num_samples < MIN_IMPORTANCE_DRAWS:
+        raise ValueError(
+            f"num_samples must be an integer >= {MIN_IMPORTANCE_DRAWS} (importance draws "
+            f"per example; PSIS needs at least {MIN_IMPORTANCE_DRAWS}); got {num_samples}"
+        )
+    return int(num_samples)
 
 
 def _draws(mean, precision, fallback_mean, fallback_precision, standard_normal):
@@ -130,14 +162,15 @@ def importance_loo(
         The fitted Gaussian, ``(P,)`` and ``(P, P)`` or ``(P,)``.
     indices : numpy.ndarray of int, shape (M,)
     num_samples : int
-        Draws per example (independent across examples), and ``max(16000, 4 *
-        num_samples)`` for the shared ``Z``.
+        Draws per example (independent across examples), at least 2, and ``max(16000,
+        4 * num_samples)`` for the shared ``Z``.
     seed : int
 
     Returns
     -------
     ImportanceLOO
     """
+    num_samples = check_num_samples(num_samples)
     indices = np.asarray(indices)
     key_full, key_loo = jax.random.split(jax.random.PRNGKey(seed))
     dim = mean.shape[0]

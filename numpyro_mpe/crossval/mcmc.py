@@ -286,14 +286,14 @@ def mcmc_loo(
 
     name = plate_model.observed_sites[0] if len(plate_model.observed_sites) == 1 else "log_lik"
     dim = plate_model.plate
+    # Masked examples are not examples: left out (keeping their indices as coordinates).
+    examples = np.arange(plate_model.num_examples)
+    if plate_model.observed_mask is not None:
+        examples = np.flatnonzero(plate_model.observed_mask)
     log_lik = xr.DataArray(
-        log_lik.reshape(num_chains, num_samples, plate_model.num_examples),
+        log_lik.reshape(num_chains, num_samples, plate_model.num_examples)[..., examples],
         dims=("chain", "draw", dim),
-        coords={
-            "chain": np.arange(num_chains),
-            "draw": np.arange(num_samples),
-            dim: np.arange(plate_model.num_examples),
-        },
+        coords={"chain": np.arange(num_chains), "draw": np.arange(num_samples), dim: examples},
         name=name,
     )
 

@@ -30,6 +30,7 @@ exact for Gaussian-linear terms.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -41,6 +42,7 @@ from jax.typing import ArrayLike
 
 from numpyro_mpe.core.curvature import (
     DIRECTIONS_PER_STEP,
+    MAX_HESSIAN_BYTES,
     check_hessian_stack,
     likelihood_curvature,
     per_example_gradients,
@@ -49,7 +51,13 @@ from numpyro_mpe.core.curvature import (
     row_covariances,
 )
 from numpyro_mpe.core.gaussian import is_dense, precision_solve
-from numpyro_mpe.core.model import Predictor, join_arguments, split_arguments, trace_model
+from numpyro_mpe.core.model import (
+    PlateModel,
+    Predictor,
+    join_arguments,
+    split_arguments,
+    trace_model,
+)
 from numpyro_mpe.core.options import (
     IMPORTANCE_SELECTIONS,
     LOO_METHODS,
@@ -58,20 +66,28 @@ from numpyro_mpe.core.options import (
     check_choice,
 )
 from numpyro_mpe.core.quadrature import log_predictive_pair
-from numpyro_mpe.core.rows import cached_row_slicing
+from numpyro_mpe.core.rows import (
+    MinibatchPlan,
+    cached_row_slicing,
+    limit_compilations,
+    pad_examples,
+)
 from numpyro_mpe.crossval.groups import group_codes, group_loo_core
-from numpyro_mpe.crossval.importance import ImportanceLOO, importance_loo
-from numpyro_mpe.crossval.results import ELPDDataMPE, make_elpd_data
+from numpyro_mpe.crossval.importance import ImportanceLOO, check_num_samples, importance_loo
+from numpyro_mpe.crossval.results import ELPDDataMPE, ReliabilityWarning, make_elpd_data
 from numpyro_mpe.infer.blr import default_checkpoint
 from numpyro_mpe.infer.guide import AutoGaussian
+from numpyro_mpe.perturbation.removal import check_group_labels
 
 __all__ = [
+    "STATIONARY_DECREMENT",
     "LooOptions",
     "loo",
     "loo_core",
     "predictor_loo",
     "prepare_guide_loo",
     "prepare_loo",
+    "stationarity_core",
 ]
 
 
@@ -133,9 +149,37 @@ def _laplace_loo(log_lik: Callable, mean, precision):
     return elpd, lppd, reliability
 
 
+# Newton decrement above which loo warns that the params are not a fit to these data.
+STATIONARY_DECREMENT = 0.5
+
+
+@partial(jax.jit, static_argnames=("model", "static", "plate"))
+def stationarity_core(mean, precision, arrays, num_examples, *, model, static, plate):
+    """Newton decrement ``g^T S^-1 g / 2`` of the loss ``L`` at ``mean`` on the data, with
+    ``g = grad L(mean)`` over the first ``num_examples`` examples (the rest are padding).
+
+    Zero at a fitted Laplace posterior; about ``d^2 / 2`` when the mean is ``d``
+    posterior standard deviations (in the precision's metric) from the stationary point
+    of ``L`` on these data: params fitted to other data, or a fit far from converged.
+    """
+    args, kwargs = join_arguments(arrays, static)
+    plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
+    real = jnp.arange(plate_model.num_examples) < num_examples
+
+    def loss(theta):
+        log_lik = jnp.where(real, plate_model.log_lik(theta), 0.0)
+        return -(plate_model.log_prior(theta) + jnp.sum(log_lik))
+
+    gradient = jax.grad(loss)(mean)
+    return 0.5 * jnp.dot(gradient, precision_solve(precision, gradient))
+
+
 @partial(jax.jit, static_argnames=("model", "static", "plate", "names", "method", "gathered"))
 def loo_core(mean, precision, arrays, *, model, static, plate, names, method, gathered=None):
-    """Jitted once per model, argument structure and method; the data are arguments.
+    """Jitted once per model, argument structure, array shapes and method; the data are
+    arguments. :func:`prepare_loo` pads the examples to a few sizes
+    (:func:`~numpyro_mpe.core.rows.pad_examples`), so that a new data size seldom compiles,
+    and bounds what stays compiled (:func:`~numpyro_mpe.core.rows.limit_compilations`).
 
     ``gathered`` (which array arguments hold one row per example, from
     :func:`~numpyro_mpe.core.rows.plan_row_slicing`): take the predictor's Jacobian row by row,
@@ -220,7 +264,9 @@ def loo(
         For ``method="is"``: the examples above ``reliability_threshold`` (default), all
         examples, or these indices.
     num_samples : int
-        For ``method="is"``: importance draws per example.
+        For ``method="is"``: importance draws per example (or group), an integer >= 2
+        (checked for every method, before any work: ``TypeError`` for a bool or a
+        float, ``ValueError`` below 2).
     seed : int
         For ``method="is"``: seed of the draws.
     groups : array_like, shape (N,), optional
@@ -246,20 +292,20 @@ def loo(
         When some reliability value exceeds ``reliability_threshold``. Examples whose
         value reaches 1 (improper cavity) fall back to the paper's form, which keeps the
         full-data covariance (``S`` instead of ``S - H_i`` in the parameter-space form).
+        Also when the params are not a fit to these data: the Newton decrement
+        ``g^T S^-1 g / 2`` of the loss at their mean (``g`` its gradient on the data)
+        exceeds :data:`STATIONARY_DECREMENT` (0.5, a mean one posterior sd from the
+        mode), as for params fitted to other data of the same shape, or a fit stopped
+        far from convergence. (Params carry no fingerprint of their data: this check
+        asks the data themselves. :func:`prepare_loo`'s function, meant for checkpoints
+        during training, does not make it.)
     """
-    return prepare_loo(
-        model,
-        guide,
-        *args,
-        method=method,
-        plate=plate,
-        reliability_threshold=reliability_threshold,
-        importance=importance,
-        num_samples=num_samples,
-        seed=seed,
-        groups=groups,
-        **kwargs,
-    )(params)
+    options = _checked_options(
+        method, plate, reliability_threshold, importance, num_samples, seed, groups
+    )
+    return prepare_guide_loo(guide, model, args, kwargs, options._replace(check_stationary=True))(
+        params
+    )
 
 
 def prepare_loo(
@@ -279,7 +325,11 @@ def prepare_loo(
 
     Everything that does not depend on the params is done here, once: the argument
     checks, tracing the model and finding its predictor, and planning how its data are
-    sliced by example. Each call of the returned function runs only the compiled
+    sliced by example. For the cavity and paper forms, when the model's terms are per
+    example, its examples are padded to :func:`~numpyro_mpe.core.rows.bucket_size` ``(N)``
+    (repeats of the last, dropped from the result; the values of the others are those of
+    the unpadded data), so the computation is compiled once per bucket of sizes, not once
+    per ``N``. Each call of the returned function runs only the compiled
     computation and builds the ArviZ object, so recording MPE-LOO during training
     (``BLR.run(checkpoints=...)`` calls this) costs what that computation costs.
 
@@ -300,10 +350,22 @@ def prepare_loo(
     ValueError, ModelError
         As :func:`loo`, here rather than at the first call.
     """
+    options = _checked_options(
+        method, plate, reliability_threshold, importance, num_samples, seed, groups
+    )
+    return prepare_guide_loo(guide, model, args, kwargs, options)
+
+
+def _checked_options(
+    method, plate, reliability_threshold, importance, num_samples, seed, groups
+) -> LooOptions:
     check_choice("method", method, LOO_METHODS)
     if not 0 < reliability_threshold <= 1:
         raise ValueError(f"reliability_threshold must be in (0, 1], got {reliability_threshold}")
-    options = LooOptions(
+    num_samples = check_num_samples(num_samples)
+    if groups is not None:
+        check_group_labels(groups, None)  # label types and NaN; the shape once N is known
+    return LooOptions(
         method=method,
         plate=plate,
         reliability_threshold=reliability_threshold,
@@ -312,7 +374,6 @@ def prepare_loo(
         seed=seed,
         groups=groups,
     )
-    return prepare_guide_loo(guide, model, args, kwargs, options)
 
 
 class LooOptions(NamedTuple):
@@ -325,6 +386,7 @@ class LooOptions(NamedTuple):
     num_samples: int
     seed: int
     groups: ArrayLike | None
+    check_stationary: bool = False
 
 
 @functools.singledispatch
@@ -347,10 +409,11 @@ def prepare_guide_loo(
 def _prepare_gaussian_loo(
     guide: AutoGaussian, model: Callable, args: tuple, kwargs: dict, options: LooOptions
 ) -> Callable[[dict], ELPDDataMPE]:
-    method, plate, reliability_threshold, importance, num_samples, seed, _ = options
-    plate_model = trace_model(model, *args, plate=plate, **kwargs)
+    method, plate, reliability_threshold, importance, num_samples, seed = options[:6]
+    plate_model, arrays, static, num_examples, row_plan = _traced_examples(
+        model, args, kwargs, options
+    )
     names = None if plate_model.predictor is None else plate_model.predictor.names
-    arrays, static = split_arguments(args, kwargs)
     itemsize = plate_model.init_theta.dtype.itemsize
     if options.groups is not None:
         return _leave_group_out(
@@ -358,7 +421,7 @@ def _prepare_gaussian_loo(
         )
     if names is None:
         check_hessian_stack(
-            plate_model.num_examples,
+            num_examples,
             plate_model.num_latents,
             itemsize,
             what="the parameter-space form's per-example Hessians",
@@ -370,24 +433,33 @@ def _prepare_gaussian_loo(
     if names is not None and plate_model.num_latents > DIRECTIONS_PER_STEP:
         # More than one streaming pass over the data: take the Jacobian row by row when
         # the model can be run on one example's data alone.
-        row_plan = cached_row_slicing(model, plate, args, kwargs, plate_model)
+        if row_plan is None:
+            row_plan = cached_row_slicing(model, plate, args, kwargs, plate_model)
         gathered = row_plan.gathered if row_plan.path == "gather" else None
+    core_options = {
+        "model": model,
+        "static": static,
+        "plate": plate,
+        "names": names,
+        "method": "cavity" if method == "is" else method,
+        "gathered": gathered,
+    }
+    observed = plate_model.observed_mask
+    if observed is not None:
+        observed = observed[:num_examples]  # without the padding (_traced_examples)
 
     def loo_at(params: dict) -> ELPDDataMPE:
         mean, precision = guide.checked_mean_precision(
             params, plate_model.num_latents, where="loo"
         )
-        elpd, lppd, reliability = loo_core(
-            mean,
-            precision,
-            arrays,
-            model=model,
-            static=static,
-            plate=plate,
-            names=names,
-            method="cavity" if method == "is" else method,
-            gathered=gathered,
-        )
+        if options.check_stationary:
+            _warn_unless_stationary(mean, precision, arrays, num_examples, core_options)
+        limit_compilations(loo_core, (mean, precision, arrays), core_options)
+        elpd, lppd, reliability = loo_core(mean, precision, arrays, **core_options)
+        if num_examples < plate_model.num_examples:  # drop the padding (_traced_examples)
+            elpd, lppd, reliability = (
+                np.asarray(values)[:num_examples] for values in (elpd, lppd, reliability)
+            )
         used = "laplace" if names is None and method != "is" else method
         importance_result = None
         if method == "is":
@@ -410,9 +482,64 @@ def _prepare_gaussian_loo(
             importance=None
             if importance_result is None
             else (selected, importance_result, num_samples),
+            observed=observed,
         )
 
     return loo_at
+
+
+def _warn_unless_stationary(mean, precision, arrays, num_examples, core_options) -> None:
+    """:class:`ReliabilityWarning` when ``mean`` is far from a stationary point of the
+    loss on the data (:func:`stationarity_core`)."""
+    static = {name: core_options[name] for name in ("model", "static", "plate")}
+    limit_compilations(stationarity_core, (mean, precision, arrays), static)
+    decrement = float(stationarity_core(mean, precision, arrays, num_examples, **static))
+    if not decrement <= STATIONARY_DECREMENT:
+        warnings.warn(
+            f"loo: the params are not a fit of this model to these data: the Newton "
+            f"decrement of the loss at their mean is {decrement:.3g} (0 at a converged "
+            "fit; the mean is about sqrt(2 x that) posterior sds from the mode). Were they "
+            "fitted to these data, and did the fit converge? MPE-LOO starts from the "
+            "full-data posterior",
+            ReliabilityWarning,
+            stacklevel=4,
+        )
+
+
+def _traced_examples(
+    model: Callable, args: tuple, kwargs: dict, options: LooOptions
+) -> tuple[PlateModel, list, tuple, int, MinibatchPlan | None]:
+    """``(plate_model, arrays, static, N, row_plan)`` for :func:`prepare_loo`.
+
+    For the cavity and paper forms the model's examples are padded to
+    :func:`~numpyro_mpe.core.rows.bucket_size` ``(N)`` when its terms are per example
+    (:func:`~numpyro_mpe.core.rows.pad_examples`): ``loo_core`` then compiles once per
+    bucket instead of once per data size, and its values for the first ``N`` examples,
+    computed row by row, are those of the unpadded data. Otherwise (leave-group-out,
+    MPE-IS, models that do not slice by example, the Laplace form's per-example Hessians
+    over :data:`MAX_HESSIAN_BYTES` once padded) the model is traced on the arguments as
+    given, and ``row_plan`` is None (not planned yet).
+    """
+    if options.groups is None and options.method != "is":
+        padded = pad_examples(model, options.plate, args, kwargs)
+        if padded is not None:
+            plate_model = padded.plate_model
+            hessian_bytes = (
+                plate_model.num_examples
+                * plate_model.num_latents**2
+                * plate_model.init_theta.dtype.itemsize
+            )
+            if plate_model.predictor is not None or hessian_bytes <= MAX_HESSIAN_BYTES:
+                return (
+                    plate_model,
+                    padded.arrays,
+                    padded.static,
+                    padded.num_examples,
+                    padded.plan,
+                )
+    plate_model = trace_model(model, *args, plate=options.plate, **kwargs)
+    arrays, static = split_arguments(args, kwargs)
+    return plate_model, arrays, static, plate_model.num_examples, None
 
 
 def _leave_group_out(model, plate_model, guide, arrays, static, names, options, itemsize):
@@ -443,20 +570,18 @@ def _leave_group_out_at(
     model, plate_model, guide, arrays, static, names, options, labels, codes, params
 ):
     mean, precision = guide.checked_mean_precision(params, plate_model.num_latents, where="loo")
-    result = group_loo_core(
-        mean,
-        precision,
-        jnp.asarray(codes),
-        arrays,
-        options.seed,
-        model=model,
-        static=static,
-        plate=options.plate,
-        names=names,
-        method=options.method,
-        num_groups=len(labels),
-        num_samples=options.num_samples,
-    )
+    inputs = (mean, precision, jnp.asarray(codes), arrays, options.seed)
+    core_options = {
+        "model": model,
+        "static": static,
+        "plate": options.plate,
+        "names": names,
+        "method": options.method,
+        "num_groups": len(labels),
+        "num_samples": options.num_samples,
+    }
+    limit_compilations(group_loo_core, inputs, core_options)
+    result = group_loo_core(*inputs, **core_options)
     importance = None
     if result.pareto_k is not None:
         importance = (
@@ -482,6 +607,7 @@ def _leave_group_out_at(
         covariance=guide.covariance,
         importance=importance,
         groups=(plate_model.plate, codes, result.example_elpd, result.newton_decrement),
+        observed=plate_model.observed_mask,
     )
 
 

@@ -64,6 +64,7 @@ __all__ = [
 
 _TAIL_ROUND = 16  # round the static tail cap up to this, so nearby r_eff reuse the compile
 _DEFAULT_OBS_DIM = "obs_dim"
+_SAMPLE_DIMS = ("chain", "draw")  # arviz-stats' sample dims
 
 
 class ParetoKWarning(UserWarning):
@@ -115,16 +116,22 @@ class _Layout(NamedTuple):
 
 
 def _layout(log_lik, name: str = "log_lik") -> _Layout:
-    """Validate ``(chain, draw, obs)`` / ``(draw, obs)`` input and view it as ``(S, N)``."""
+    """Validate ``(chain, draw, obs)`` / ``(draw, obs)`` input and view it as ``(S, N)``.
+
+    A ``DataArray`` is read by its dimension names, as arviz-stats does (sample dims
+    ``chain`` and ``draw``, the one remaining dimension the observations), in any order;
+    other arrays by position.
+    """
     obs_dim, obs_coords, chain_coords, draw_coords = _DEFAULT_OBS_DIM, None, None, None
     if isinstance(log_lik, xr.DataArray):
+        log_lik = _sample_dims_first(log_lik, name)
         obs_dim = log_lik.dims[-1]
         if obs_dim in log_lik.coords:
             obs_coords = log_lik.coords[obs_dim].values
-        if log_lik.ndim == 3 and log_lik.dims[0] in log_lik.coords:
-            chain_coords = log_lik.coords[log_lik.dims[0]].values
-        if log_lik.ndim >= 2 and log_lik.dims[-2] in log_lik.coords:
-            draw_coords = log_lik.coords[log_lik.dims[-2]].values
+        if "chain" in log_lik.dims and "chain" in log_lik.coords:
+            chain_coords = log_lik.coords["chain"].values
+        if "draw" in log_lik.coords:
+            draw_coords = log_lik.coords["draw"].values
         array = np.asarray(log_lik.values)
     elif isinstance(log_lik, jax.Array):
         array = log_lik
@@ -143,7 +150,8 @@ def _layout(log_lik, name: str = "log_lik") -> _Layout:
         raise ValueError(
             f"{name} needs at least 2 draws and 1 observation; got shape {tuple(array.shape)}."
         )
-    _check_finite(array, name)
+    dims = ("chain", "draw", obs_dim)[-array.ndim :]
+    _check_values(array, name, dims, magnitude_limit(compute_dtype(array), n_obs), n_obs)
     return _Layout(
         array.reshape(n_chains * n_draws, n_obs),
         n_chains,
@@ -155,21 +163,84 @@ def _layout(log_lik, name: str = "log_lik") -> _Layout:
     )
 
 
-def _check_finite(array, name: str) -> None:
-    """Raise ``ValueError`` naming the first non-finite entry (C order) of ``array``."""
-    xp = jnp if isinstance(array, jax.Array) else np
+def _sample_dims_first(log_lik: xr.DataArray, name: str) -> xr.DataArray:
+    """``log_lik`` transposed to ``(chain, draw, obs)`` or ``(draw, obs)`` by dim names."""
+    dims = tuple(log_lik.dims)
+    sample_dims = tuple(dim for dim in _SAMPLE_DIMS if dim in dims)
+    obs_dims = tuple(dim for dim in dims if dim not in _SAMPLE_DIMS)
+    expected = (
+        f"a DataArray {name} needs the sample dimension 'draw' (and optionally 'chain', "
+        "arviz-stats' sample dims) and exactly one observation dimension, in any order, "
+        "e.g. ('chain', 'draw', 'obs') or ('draw', 'obs')"
+    )
+    if "draw" not in dims:
+        raise ValueError(f"{expected}; got dims {dims}, with no 'draw'.")
+    if len(obs_dims) != 1:
+        what = "none" if not obs_dims else f"{len(obs_dims)}: {obs_dims}"
+        hint = f" (stack them into one: {name}.stack(obs=[...]))" if obs_dims else ""
+        raise ValueError(f"{expected}; got dims {dims}, observation dimensions {what}{hint}.")
+    return log_lik.transpose(*sample_dims, obs_dims[0])
+
+
+def magnitude_limit(dtype: np.dtype, n_obs: int) -> float:
+    """Largest ``|log_lik|`` PSIS-LOO accepts in ``dtype`` for ``n_obs`` observations.
+
+    A log ratio, its distance to the largest ratio and the weighted log predictive
+    terms are sums of at most four such values (with an approximate posterior's
+    correction, which is held to the same limit); an eighth of the dtype's largest value
+    leaves room for ``log S`` and rounding. The float64 totals over ``N`` observations
+    (``elpd``, ``p_loo``, ``se``) are sums of ``N`` values of up to twice the limit.
+    """
+    float64_max = float(np.finfo(np.float64).max)
+    return min(float(np.finfo(dtype).max) / 8, float64_max / (8 * max(n_obs, 1)))
+
+
+def _check_values(array, name: str, dims: tuple[str, ...], limit: float, n_obs: int) -> None:
+    """Raise ``ValueError`` naming the first (C order) non-finite entry of ``array``, or
+    else the first entry whose magnitude exceeds ``limit``, before any work."""
     if not np.issubdtype(array.dtype, np.floating):
+        return  # integers: finite, and far below any float dtype's limit
+    xp = jnp if isinstance(array, jax.Array) else np
+    in_range = (array <= limit) & (array >= -limit)  # False for NaN and inf
+    if bool(xp.all(in_range)):
         return
     finite = xp.isfinite(array)
-    if bool(xp.all(finite)):
-        return
-    flat = int(xp.argmax(~finite.reshape(-1)))
+    bad = ~finite if not bool(xp.all(finite)) else ~in_range
+    flat = int(xp.argmax(bad.reshape(-1)))
     index = tuple(int(i) for i in np.unravel_index(flat, array.shape))
-    n_bad = int(xp.sum(~finite))
+    where = ", ".join(f"{dim} {i}" for dim, i in zip(dims, index, strict=True))
+    n_bad = int(xp.sum(bad))
     value = float(array[index])
+    if not np.isfinite(value):
+        raise ValueError(
+            f"{name} has {n_bad} non-finite value(s); the first is {value} at index {index} "
+            f"({where}). PSIS-LOO needs finite values (R's loo rejects them too)."
+        )
+    dtype = compute_dtype(array)
     raise ValueError(
-        f"{name} has {n_bad} non-finite value(s); the first is {value} at index {index}. "
-        "PSIS-LOO needs finite log-likelihoods (R's loo rejects them too)."
+        f"{name} has {n_bad} value(s) too large in magnitude for PSIS-LOO in {dtype}; the "
+        f"first is {value:.6g} at index {index} ({where}). |{name}| must be at most "
+        f"{limit:.3g} here (the largest {dtype} / 8, and at most the largest float64 / "
+        f"(8 N) for the totals over N = {n_obs} observations), so that log "
+        "ratios, their differences and the totals cannot overflow"
+        + (" (enable jax_enable_x64 for float64)." if dtype != np.float64 else ".")
+    )
+
+
+def _check_correction_range(log_correction: np.ndarray, dims, dtype, n_obs: int) -> None:
+    """Raise ``ValueError`` unless every ``log_p - log_q`` lies within
+    :func:`magnitude_limit` of its maximum (the shifted correction must not overflow)."""
+    highest = float(log_correction.max())
+    limit = magnitude_limit(dtype, n_obs)
+    too_low = log_correction < highest - limit
+    if not np.any(too_low):
+        return
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(too_low)), too_low.shape))
+    where = ", ".join(f"{dim} {i}" for dim, i in zip(dims, index, strict=True))
+    raise ValueError(
+        f"log_p - log_q spans too wide a range for PSIS-LOO in {dtype}: at index {index} "
+        f"({where}) it is {float(log_correction[index]):.6g}, more than {limit:.3g} below "
+        f"its maximum {highest:.6g}, so the log ratios would overflow."
     )
 
 
@@ -257,7 +328,8 @@ def relative_eff(
     Parameters
     ----------
     log_lik : array_like or DataArray, shape ``(chain, draw, obs)`` or ``(draw, obs)``
-        Pointwise log-likelihoods (or likelihoods with ``log=False``, R's convention).
+        Pointwise log-likelihoods (or likelihoods with ``log=False``, R's convention),
+        read as by :func:`psis_loo` (a ``DataArray`` by its dimension names).
     chain_id : array_like ``(draw,)``, optional
         For a ``(draw, obs)`` input: the chain of each row (any labels; every chain the
         same length), as R's ``relative_eff(x, chain_id)``. Without it a 2-D input is one
@@ -292,7 +364,13 @@ def relative_eff(
     >>> relative_eff(ll).shape
     (3,)
     """
-    layout = _layout(log_lik)
+    return _relative_eff(_layout(log_lik), chain_id, log=log, chunk_size=chunk_size)
+
+
+def _relative_eff(
+    layout: _Layout, chain_id: ArrayLike | None, *, log: bool, chunk_size: int | None
+) -> np.ndarray:
+    """:func:`relative_eff` of validated input."""
     matrix, n_chains = layout.matrix, layout.n_chains
     if chain_id is not None:
         if layout.n_chains != 1:
@@ -341,7 +419,7 @@ def _build_result(
 
     p_loo_i = lpd_i - elpd_i
     elpd = float(np.sum(elpd_i, dtype=np.float64))
-    se = float(np.sqrt(n_obs * np.var(elpd_i, ddof=1, dtype=np.float64))) if n_obs > 1 else 0.0
+    se = _total_se(elpd_i)
     lw_da = None
     if log_weights is not None:
         coords = {
@@ -379,6 +457,22 @@ def _build_result(
         mcse_elpd_i=_obs_array(mcse_i, layout, "mcse_elpd_i"),
         r_eff=_obs_array(r_eff, layout, "r_eff"),
     )
+
+
+def _total_se(elpd_i: np.ndarray) -> float:
+    """``sqrt(N var(elpd_i))`` (``ddof=1``; 0 for one observation), computed on the
+    values scaled by their largest deviation, so it is finite whenever the deviations
+    are (``np.var`` squares them first, which overflows beyond ``1e154``)."""
+    n_obs = elpd_i.size
+    if n_obs < 2:
+        return 0.0
+    values = np.asarray(elpd_i, dtype=np.float64)
+    deviations = values - np.mean(values)
+    scale = float(np.max(np.abs(deviations)))
+    if scale == 0.0:
+        return 0.0
+    scaled_var = np.sum(np.square(deviations / scale)) / (n_obs - 1)
+    return float(scale * np.sqrt(n_obs * scaled_var))
 
 
 def _warn_pareto_k(pareto_k: np.ndarray, good_k: float) -> None:
@@ -425,10 +519,12 @@ def psis_loo(
     Parameters
     ----------
     log_lik : array_like or DataArray, shape ``(chain, draw, obs)`` or ``(draw, obs)``
-        Pointwise log-likelihood (numpy, JAX or an xarray ``DataArray`` whose last
-        dimension is the observation dimension; its name and coordinates are kept).
-        Values must be finite. Computed in the input's float dtype (float32 unless
-        ``jax_enable_x64`` is on).
+        Pointwise log-likelihood. numpy and JAX arrays are read by position; an xarray
+        ``DataArray`` by its dimension names, as arviz-stats does: a ``draw`` dimension,
+        optionally ``chain`` (without it, one chain), and exactly one other dimension,
+        the observations (its name and coordinates are kept), in any order. Values must
+        be finite and not too large (see Raises). Computed in the input's float dtype
+        (float32 unless ``jax_enable_x64`` is on).
     r_eff : float or array_like ``(obs,)``, optional
         Relative efficiency of each observation's likelihood. Default: for a 3-D input,
         :func:`relative_eff` of ``log_lik`` (R's recommended
@@ -453,8 +549,14 @@ def psis_loo(
     Raises
     ------
     ValueError
-        Wrong number of dimensions, fewer than 2 draws, a non-finite value (the message
-        names the first one), or a bad ``r_eff``.
+        Before any work: wrong number of dimensions (or ``DataArray`` dimension names),
+        fewer than 2 draws, a non-finite value, a value too large for the compute dtype
+        (above its largest value / 8, or the largest float64 / ``8 N``, where log ratios,
+        their differences or the totals could overflow: each message names the first
+        such entry, its ``(chain, draw, obs)`` and, for the magnitude, the dtype), or a
+        bad ``r_eff``.
+    TypeError
+        A non-real dtype.
 
     Warns
     -----
@@ -474,6 +576,11 @@ def psis_loo(
     arviz-stats rounds the tail length ``min(0.2 S, 3 sqrt(S / r_eff))`` down where R
     rounds it up, so arviz differs from R and from this function by one tail draw
     whenever that length is not an integer; otherwise they agree to rounding.
+
+    Every exponential is of a log shifted to at most 0 and ``se`` is computed on scaled
+    deviations, so within the magnitude limit the results are finite and
+    shift-invariant: ``log_lik + c`` moves ``elpd_i`` by ``c`` and leaves ``p``, ``se``
+    and the MCSE unchanged, even where ``exp(log_lik)`` overflows.
 
     ``mcse_elpd_i`` is R's formula rewritten as
     ``sum_s (w_s lik_s / E - w_s)^2 / r_eff``, whose terms are at most 1, so it does
@@ -502,7 +609,9 @@ def psis_loo(
     layout = _layout(log_lik)
     n_samples, n_obs = layout.matrix.shape
     if r_eff is None:
-        r_eff = relative_eff(log_lik, chunk_size=chunk_size) if layout.n_chains > 1 else 1.0
+        r_eff = 1.0
+        if layout.n_chains > 1:
+            r_eff = _relative_eff(layout, None, log=True, chunk_size=chunk_size)
     r_eff_values = _prepare_r_eff(r_eff, n_obs)
     arrays = _run_psis(layout, r_eff_values, np.zeros(n_samples), chunk_size, return_log_weights)
     return _build_result(layout, r_eff_values, arrays, approx_posterior=False)
@@ -563,10 +672,15 @@ def approximate_posterior_loo(
                 f"{name} must have one value per draw, shape (chain, draw) or (draw,) with "
                 f"{n_samples} draws in all; got shape {array.shape}."
             )
-        _check_finite(array, name)
-        corrections.append(array.reshape(-1))
-    log_correction = corrections[0] - corrections[1]
-    log_correction = log_correction - log_correction.max()
+        dims = ("chain", "draw")[-array.ndim :]
+        _check_values(array, name, dims, float(np.finfo(np.float64).max), n_obs)
+        corrections.append(array)
+    dims = ("chain", "draw")[-corrections[0].ndim :]
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+        log_correction = corrections[0] - corrections[1].reshape(corrections[0].shape)
+    _check_values(log_correction, "log_p - log_q", dims, float(np.finfo(np.float64).max), n_obs)
+    _check_correction_range(log_correction, dims, compute_dtype(layout.matrix), n_obs)
+    log_correction = (log_correction - log_correction.max()).reshape(-1)
     r_eff_values = np.ones(n_obs)
     arrays = _run_psis(layout, r_eff_values, log_correction, chunk_size, return_log_weights)
     return _build_result(layout, r_eff_values, arrays, approx_posterior=True)

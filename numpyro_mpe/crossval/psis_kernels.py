@@ -48,7 +48,8 @@ def top_sorted(values: jax.Array, count: int, capacity: int) -> tuple[jax.Array,
     Parameters
     ----------
     values : Array ``(S, B)``
-        Finite.
+        Finite or ``-inf`` (a zero weight). NaN or ``+inf`` cannot hang the search
+        (it is capped) but make its result meaningless; callers refuse them.
     count, capacity : int
         Static, ``count <= capacity <= S``.
 
@@ -59,16 +60,19 @@ def top_sorted(values: jax.Array, count: int, capacity: int) -> tuple[jax.Array,
     """
     n_rows, n_cols = values.shape
     target = 0.5 * (count + capacity)
+    max_steps = _max_search_steps(values.dtype)
 
     def count_at_least(threshold):
         return jnp.sum(values >= threshold[None, :], axis=0, dtype=jnp.int32)
 
     def done(lo, hi, n_lo):
-        return (n_lo <= capacity) | (jnp.nextafter(lo, hi) >= hi)
+        # "not lo < hi" rather than "lo >= hi": a NaN bound (inf in the input makes
+        # hi - lo inf or NaN) ends the search instead of looping forever.
+        return (n_lo <= capacity) | ~(jnp.nextafter(lo, hi) < hi)
 
     def cond(state):
-        lo, hi, n_lo, _, _ = state
-        return ~jnp.all(done(lo, hi, n_lo))
+        lo, hi, n_lo, _, step = state
+        return ~jnp.all(done(lo, hi, n_lo)) & (step < max_steps)
 
     def body(state):
         # Invariants: count_at_least(lo) = n_lo >= count; fewer than count entries > hi;
@@ -89,9 +93,14 @@ def top_sorted(values: jax.Array, count: int, capacity: int) -> tuple[jax.Array,
             step + 1,
         )
 
+    # The window starts at the smallest value above -inf (a zero weight, as MPE-IS can
+    # meet), so hi - lo stays finite; at -inf only where fewer than count values are
+    # above it: the search then stops at once and keeps the latest -inf ties.
+    above_floor = values > -jnp.inf
     high = jnp.max(values, axis=0)
-    init = (jnp.min(values, axis=0), high, jnp.full((n_cols,), n_rows, jnp.int32))
-    init = (*init, count_at_least(high), jnp.asarray(0, jnp.int32))
+    low = jnp.min(jnp.where(above_floor, values, high[None, :]), axis=0)
+    low = jnp.where(jnp.sum(above_floor, axis=0) >= count, low, -jnp.inf)
+    init = (low, high, count_at_least(low), count_at_least(high), jnp.asarray(0, jnp.int32))
     lo, hi, n_lo, n_hi, _ = lax.while_loop(cond, body, init)
     # Within the window keep everything >= lo; otherwise lo, hi are adjacent floats and
     # the count-th largest value is whichever of them has at least count entries >= it.
@@ -123,6 +132,18 @@ def top_sorted(values: jax.Array, count: int, capacity: int) -> tuple[jax.Array,
     # row; reversed: descending, later draw first among ties.
     ascending, index_sorted = lax.sort((candidates, index), dimension=0, is_stable=True)
     return ascending[::-1][:count], index_sorted[::-1][:count]
+
+
+def _max_search_steps(dtype) -> int:
+    """An upper bound on the steps of :func:`top_sorted`'s search for finite input.
+
+    Every other step bisects the window ``[lo, hi]``; a window as wide as twice the
+    largest float reaches adjacent floats (spacing at least the smallest subnormal)
+    after ``maxexp + 1 - (minexp - nmant)`` halvings. The cap only guarantees
+    termination: with finite input the search always stops before it.
+    """
+    info = jnp.finfo(dtype)
+    return 2 * (int(info.maxexp) - int(info.minexp) + int(info.nmant) + 2)
 
 
 # --------------------------------------------------------------------------- PSIS core

@@ -38,6 +38,7 @@ from numpyro_mpe.crossval.groups import group_codes
 from numpyro_mpe.crossval.importance import log_normalizer
 from numpyro_mpe.crossval.psis import ParetoKWarning
 from numpyro_mpe.crossval.results import ELPDDataRefit, make_refit_elpd_data
+from numpyro_mpe.infer.blr import ConvergenceWarning
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.optim import NaturalGradientOptimizer, newton
 
@@ -50,24 +51,33 @@ _REFIT_TOL = 1e-15
 
 def _minimize(optimizer, loss, start, covariance, num_steps):
     """Run ``optimizer`` on ``loss`` from ``start`` until it converges (at most
-    ``num_steps``); return its Gaussian ``(mean, precision)``."""
+    ``num_steps``); return its Gaussian ``(mean, precision)`` and whether it converged."""
 
     def keep_going(carry):
-        _, converged, steps = carry
-        return ~converged & (steps < num_steps)
+        _, stopped, _, steps = carry
+        return ~stopped & (steps < num_steps)
 
     def step(carry):
-        state, _, steps = carry
+        state, _, _, steps = carry
         state, info = optimizer.update(state, loss)
-        return state, info.converged, steps + 1
+        converged = info.converged
+        if hasattr(info, "decrement"):
+            # A predicted decrease below the loss's float resolution cannot be realised
+            # (tol=1e-15 is beneath it for losses above about 5): converged as far as
+            # the dtype allows, as BLR.run counts it. The refit still runs on to tol.
+            eps = jnp.finfo(info.loss.dtype).eps
+            resolution = 10 * eps * jnp.maximum(1.0, jnp.abs(info.loss))
+            converged = converged | (info.decrement <= resolution)
+        return state, info.converged, converged, steps + 1
 
-    initial = (optimizer.init(start, loss), jnp.array(False), 0)
-    state, _, _ = jax.lax.while_loop(keep_going, step, initial)
-    return optimizer.mean_precision(state, covariance)
+    initial = (optimizer.init(start, loss), jnp.array(False), jnp.array(False), 0)
+    state, _, converged, _ = jax.lax.while_loop(keep_going, step, initial)
+    return (*optimizer.mean_precision(state, covariance), converged)
 
 
 def _laplace_refit(plate_model, optimizer, mean, covariance, num_steps, weights):
-    """Newton from ``mean`` on the log joint with per-example ``weights`` ``(N,)``."""
+    """Newton from ``mean`` on the log joint with per-example ``weights`` ``(N,)``:
+    ``(mean, precision, converged)``."""
 
     def loss(theta):
         return -plate_model.log_joint(theta, weights)
@@ -114,29 +124,29 @@ def _laplace_refit_loo(plate_model, optimizer, mean, precision, covariance, indi
     @jax.jit
     def with_predictor():
         def moments(index):
-            refit_mean, refit_precision = refit(index)
+            refit_mean, refit_precision, converged = refit(index)
             loo_moments = _predictive_moments(predictor, refit_mean, refit_precision, index)
-            return loo_moments, _predictive_moments(predictor, mean, precision, index)
+            return loo_moments, _predictive_moments(predictor, mean, precision, index), converged
 
-        (loo_f, loo_cov), (full_f, full_cov) = batched(moments)
+        (loo_f, loo_cov), (full_f, full_cov), converged = batched(moments)
         # log_predictive works on all N examples at once: fill the refitted rows in.
         n, k = plate_model.num_examples, loo_f.shape[1]
         f = jnp.zeros((n, k), mean.dtype)
         cov = jnp.broadcast_to(jnp.eye(k, dtype=mean.dtype), (n, k, k))
         elpd = log_predictive(predictor, f.at[indices].set(loo_f), cov.at[indices].set(loo_cov))
         lppd = log_predictive(predictor, f.at[indices].set(full_f), cov.at[indices].set(full_cov))
-        return elpd[indices], lppd[indices]
+        return elpd[indices], lppd[indices], converged
 
     @jax.jit
     def without_predictor():
         def densities(index):
-            refit_mean, refit_precision = refit(index)
-            return tuple(
+            refit_mean, refit_precision, converged = refit(index)
+            return *(
                 _monte_carlo_log_predictive(
                     plate_model, m, s, index, rng_key, options["num_samples"]
                 )
                 for m, s in ((refit_mean, refit_precision), (mean, precision))
-            )
+            ), converged
 
         return batched(densities)
 
@@ -158,7 +168,7 @@ def _tilted_log_evidence(
         offset = theta - base_mean
         return -jnp.dot(indicator, log_lik(theta)) + 0.5 * offset @ precision @ offset
 
-    mode, tilted_precision = _minimize(
+    mode, tilted_precision, _ = _minimize(
         optimizer, negative_log_tilted, base_mean, "dense", num_steps
     )
     z = jax.random.normal(rng_key, (num_samples, base_mean.shape[0]), base_mean.dtype)
@@ -180,7 +190,7 @@ def _group_refit_loo(plate_model, optimizer, mean, precision, covariance, codes,
     def all_groups(groups):
         def one(group):
             indicator = (codes == group).astype(mean.dtype)
-            refit_mean, refit_precision = _laplace_refit(
+            refit_mean, refit_precision, converged = _laplace_refit(
                 plate_model, optimizer, mean, covariance, options["num_steps"], 1.0 - indicator
             )
             key = jax.random.fold_in(rng_key, group)
@@ -203,13 +213,30 @@ def _group_refit_loo(plate_model, optimizer, mean, precision, covariance, codes,
                     _example_log_predictive(plate_model.predictor, refit_mean, refit_precision),
                     0.0,
                 )
-            return elpd, lppd, jnp.maximum(k_loo, k_full), example
+            return elpd, lppd, jnp.maximum(k_loo, k_full), example, converged
 
-        elpd, lppd, pareto_k, example = jax.lax.map(one, groups, batch_size=options["batch_size"])
+        elpd, lppd, pareto_k, example, converged = jax.lax.map(
+            one, groups, batch_size=options["batch_size"]
+        )
         example = None if plate_model.predictor is None else jnp.sum(example, 0)
-        return elpd, lppd, pareto_k, example
+        return elpd, lppd, pareto_k, example, converged
 
     return all_groups(jnp.arange(int(codes.max()) + 1))
+
+
+def _warn_unconverged(converged, labels, kind: str, num_steps: int, stacklevel: int) -> None:
+    """:class:`ConvergenceWarning` naming the refits that did not converge."""
+    failed = ~np.asarray(converged)
+    if failed.any():
+        named = ", ".join(repr(label.item()) for label in np.asarray(labels)[failed][:5])
+        more = " ..." if failed.sum() > 5 else ""
+        warnings.warn(
+            f"exact_loo: {int(failed.sum())} of {failed.size} refits did not converge in "
+            f"num_steps={num_steps} ({kind}s {named}{more}); their densities are not "
+            "exact: raise num_steps",
+            ConvergenceWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _example_log_predictive(predictor, mean, precision):
@@ -225,7 +252,7 @@ def _exact_group_loo(plate_model, guide, params, labels, codes, optimizer, optio
         params, plate_model.num_latents, where="exact_loo"
     )
     start = time.perf_counter()
-    elpd, lppd, pareto_k, example_elpd = jax.block_until_ready(
+    elpd, lppd, pareto_k, example_elpd, converged = jax.block_until_ready(
         _group_refit_loo(
             plate_model,
             newton(tol=_REFIT_TOL) if optimizer is None else optimizer,
@@ -236,6 +263,7 @@ def _exact_group_loo(plate_model, guide, params, labels, codes, optimizer, optio
             options,
         )
     )
+    _warn_unconverged(converged, labels, "group", options["num_steps"], stacklevel=4)
     high = np.asarray(pareto_k) > 0.7
     if high.any():
         warnings.warn(
@@ -253,6 +281,7 @@ def _exact_group_loo(plate_model, guide, params, labels, codes, optimizer, optio
         coords=labels,
         seconds=time.perf_counter() - start,
         groups=(plate_model.plate, codes, example_elpd),
+        observed=plate_model.observed_mask,
     )
 
 
@@ -349,12 +378,33 @@ def exact_loo(
     ParetoKWarning
         With ``groups``, when the importance sampling of some group's density has Pareto
         ``k > 0.7``: that reference value is not to be trusted.
+    ConvergenceWarning
+        When some Laplace refits did not converge within ``num_steps`` (naming them):
+        their densities are not exact.
     """
     check_choice("method", method, REFIT_METHODS)
-    for name, value in (("num_steps", num_steps), ("batch_size", batch_size)):
+    if not isinstance(guide, AutoGaussian):
+        raise TypeError(
+            f"exact_loo refits an AutoGaussian's family; got guide {type(guide).__name__} "
+            "(AutoConjugate's loo is exact already)"
+        )
+    if optimizer is not None and not isinstance(optimizer, NaturalGradientOptimizer):
+        raise TypeError(
+            "optimizer must be a numpyro_mpe.optim optimizer (e.g. optim.newton(tol=1e-15)), "
+            f"got {type(optimizer).__name__}"
+        )
+    counts = (
+        ("num_steps", num_steps),
+        ("batch_size", batch_size),
+        ("num_samples", num_samples),
+        ("num_warmup", num_warmup),
+    )
+    for name, value in counts:
         # num_steps=0 once returned the full-data densities labelled as refits.
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
     n = plate_model.num_examples
     options = {
@@ -369,9 +419,21 @@ def exact_loo(
             raise ValueError("groups works with method='laplace' and without indices")
         labels, codes = group_codes(groups, n)
         return _exact_group_loo(plate_model, guide, params, labels, codes, optimizer, options)
-    indices = np.arange(n) if indices is None else np.atleast_1d(np.asarray(indices))
+    if indices is None:
+        # Masked examples are not examples: nothing is observed there to predict.
+        mask = plate_model.observed_mask
+        indices = np.arange(n) if mask is None else np.flatnonzero(mask)
+    else:
+        indices = np.atleast_1d(np.asarray(indices))
+        if indices.size == 0:
+            raise ValueError("indices is empty: name at least one example to refit")
     if not np.issubdtype(indices.dtype, np.integer) or indices.ndim != 1:
-        raise ValueError(f"indices must be a 1-d integer array, got {indices.dtype}")
+        raise ValueError(
+            f"indices must be a 1-d integer array, got {indices.dtype} of shape {indices.shape}"
+        )
+    values, counts = np.unique(indices, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"index {values[counts > 1][0]} is repeated in indices")
     bad = (indices < 0) | (indices >= n)
     if bad.any():
         raise ValueError(f"index {indices[bad][0]} is out of range for {n} examples")
@@ -380,7 +442,7 @@ def exact_loo(
     )
     start = time.perf_counter()
     if method == "laplace":
-        elpd, lppd = _laplace_refit_loo(
+        elpd, lppd, converged = _laplace_refit_loo(
             plate_model,
             newton(tol=_REFIT_TOL) if optimizer is None else optimizer,
             mean,
@@ -389,6 +451,7 @@ def exact_loo(
             indices,
             options,
         )
+        _warn_unconverged(converged, indices, "example", num_steps, stacklevel=3)
     else:
         elpd, lppd = _nuts_loo(plate_model, mean, indices, options)
     elpd, lppd = jax.block_until_ready((elpd, lppd))

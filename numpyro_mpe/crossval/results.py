@@ -182,6 +182,43 @@ def _pointwise(
     return xr.DataArray(values, dims=[dim], coords={dim: coords}, name=name)
 
 
+def _leave_out_masked(observed, coords, importance, groups, *values):
+    """Leave out the examples masked out of the likelihood (``observed`` False), and the
+    groups left without an example: ``(coords, importance, groups, examples, *values)``
+    with ``examples`` the indices of the kept examples (the plate's coordinate)."""
+    if groups is None:
+        observed = np.asarray(observed, bool)[: np.size(values[0])]
+        examples = entries = np.flatnonzero(observed)
+    else:
+        plate, codes, example_elpd, *per_group = groups
+        codes = np.asarray(codes)
+        observed = np.asarray(observed, bool)[: codes.size]
+        examples = np.flatnonzero(observed)
+        entries = np.unique(codes[observed])
+    position = np.full(np.size(values[0]), -1)
+    position[entries] = np.arange(entries.size)
+    if groups is not None:
+        groups = (
+            plate,
+            position[codes[observed]],
+            None if example_elpd is None else np.asarray(example_elpd)[observed],
+            *(np.asarray(v)[entries] for v in per_group),
+        )
+    if importance is not None:
+        indices, result, num_samples = importance
+        indices = np.asarray(indices)
+        chosen = np.isin(indices, entries)
+        result = result._replace(
+            **{
+                field: np.asarray(getattr(result, field))[chosen]
+                for field in ("elpd", "pareto_k", "mcse", "mpe_proposal")
+            }
+        )
+        importance = (position[indices[chosen]], result, num_samples)
+    coords = entries if coords is None else np.asarray(coords)[entries]
+    return coords, importance, groups, examples, *(np.asarray(v)[entries] for v in values)
+
+
 def make_refit_elpd_data(
     elpd_i: np.ndarray,
     lppd_i: np.ndarray,
@@ -192,9 +229,15 @@ def make_refit_elpd_data(
     coords: np.ndarray | None = None,
     seconds: float | None = None,
     groups: tuple | None = None,
+    observed: np.ndarray | None = None,
 ) -> ELPDDataRefit:
     """Build an :class:`ELPDDataRefit` from pointwise arrays ``(N,)`` (over ``coords``);
-    ``groups`` as in :func:`make_elpd_data`."""
+    ``groups`` and ``observed`` as in :func:`make_elpd_data`."""
+    examples = None
+    if observed is not None:
+        coords, _, groups, examples, elpd_i, lppd_i = _leave_out_masked(
+            observed, coords, None, groups, elpd_i, lppd_i
+        )
     elpd_i = np.asarray(elpd_i, dtype=float)
     lppd_i = np.asarray(lppd_i, dtype=float)
     _check_finite(elpd_i=elpd_i, lppd_i=lppd_i)
@@ -207,21 +250,22 @@ def make_refit_elpd_data(
         lppd_i=_pointwise(lppd_i, dim, "lppd_i", coords),
         method=method,
         seconds=seconds,
-        **({} if groups is None else _group_fields(dim, coords, *groups)),
+        **({} if groups is None else _group_fields(dim, coords, *groups, examples=examples)),
     )
 
 
-def _group_fields(dim, labels, plate, codes, example_elpd) -> dict:
-    """``group_of_example``, ``example_elpd`` and ``group_log_loss`` of a leave-group-out."""
+def _group_fields(dim, labels, plate, codes, example_elpd, *, examples=None) -> dict:
+    """``group_of_example``, ``example_elpd`` and ``group_log_loss`` of a leave-group-out
+    (over the plate's coordinate ``examples``, default ``0..N-1``)."""
     codes = np.asarray(codes)
-    fields = {"group_of_example": _pointwise(np.asarray(labels)[codes], plate, "group")}
+    fields = {"group_of_example": _pointwise(np.asarray(labels)[codes], plate, "group", examples)}
     if example_elpd is not None:
         example_elpd = np.asarray(example_elpd, dtype=float)
         _check_finite(example_elpd=example_elpd)
         loss = -np.bincount(codes, example_elpd, len(labels)) / np.bincount(
             codes, None, len(labels)
         )
-        fields["example_elpd"] = _pointwise(example_elpd, plate, "example_elpd")
+        fields["example_elpd"] = _pointwise(example_elpd, plate, "example_elpd", examples)
         fields["group_log_loss"] = _pointwise(loss, dim, "group_log_loss", labels)
     return fields
 
@@ -238,6 +282,7 @@ def make_elpd_data(
     importance: tuple | None = None,
     coords: np.ndarray | None = None,
     groups: tuple | None = None,
+    observed: np.ndarray | None = None,
 ) -> ELPDDataMPE:
     """Build an :class:`ELPDDataMPE` from pointwise arrays ``(N,)``, warning on poor ones.
 
@@ -247,7 +292,17 @@ def make_elpd_data(
     leave-group-out: the entries are groups labelled by ``coords`` and ``codes`` ``(N,)``
     maps each example to one; ``example_elpd`` ``(N,)`` may be None (for
     :func:`make_elpd_data` the tuple ends with the Newton decrements ``(G,)``).
+    ``observed`` (``PlateModel.observed_mask``: bool over the ``N`` examples, its first
+    ``N`` entries when longer) leaves out the examples masked out of the likelihood, and
+    the groups left without one: they are not data, so they count neither in
+    ``n_data_points`` nor in the standard error; the entries keep their labels (the
+    examples' indices by default).
     """
+    examples = None
+    if observed is not None:
+        coords, importance, groups, examples, elpd_i, lppd_i, reliability = _leave_out_masked(
+            observed, coords, importance, groups, elpd_i, lppd_i, reliability
+        )
     elpd_i = np.asarray(elpd_i, dtype=float)
     lppd_i = np.asarray(lppd_i, dtype=float)
     reliability = np.asarray(reliability, dtype=float)
@@ -298,7 +353,7 @@ def make_elpd_data(
             )
     if groups is not None:
         plate, codes, example_elpd, decrement = groups
-        extra.update(_group_fields(dim, coords, plate, codes, example_elpd))
+        extra.update(_group_fields(dim, coords, plate, codes, example_elpd, examples=examples))
         decrement = np.asarray(decrement, dtype=float)
         extra["group_newton_decrement"] = _pointwise(decrement, dim, "newton_decrement", coords)
         far = ~(decrement <= _MAX_GROUP_DECREMENT)

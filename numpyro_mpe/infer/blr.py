@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro import handlers
 from tqdm.auto import tqdm
 
@@ -22,17 +23,60 @@ from numpyro_mpe.core.model import ModelError, join_arguments, split_arguments, 
 from numpyro_mpe.core.rows import MinibatchPlan, gather_rows, leading_axis_mask, plan_row_slicing
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.infer.minibatch import check_batch_size, minibatch_indices
-from numpyro_mpe.optim.base import NaturalGradientOptimizer
+from numpyro_mpe.optim.base import NaturalGradientOptimizer, check_schedule
 
 __all__ = [
     "BLR",
     "BLRRunResult",
     "BLRState",
+    "ConvergenceWarning",
     "blr_update",
+    "check_rng_key",
     "default_checkpoint",
     "gauss_newton_fn",
     "negative_log_joint",
 ]
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit that did not converge or diverged: its Gaussian is not the posterior."""
+
+
+def check_rng_key(rng_key: Any, where: str) -> None:
+    """Raise ``TypeError`` unless ``rng_key`` is a jax PRNG key (typed or raw ``(2,)``
+    uint32), naming ``where``."""
+    if isinstance(rng_key, jax.Array | np.ndarray):
+        if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) and rng_key.shape == ():
+            return
+        if rng_key.dtype == np.uint32 and rng_key.shape == (2,):
+            return
+    described = f"{type(rng_key).__name__}"
+    if hasattr(rng_key, "shape"):
+        described += f" of shape {rng_key.shape} and dtype {rng_key.dtype}"
+    else:
+        described += f" {rng_key!r}"
+    raise TypeError(
+        f"{where}: rng_key must be a jax PRNG key, e.g. jax.random.key(0) or "
+        f"jax.random.PRNGKey(0); got {described}"
+    )
+
+
+def _check_integer(name: str, value: Any) -> int:
+    """``value`` as an int, or a ``TypeError`` naming it (a bool or 2.5 is refused)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _check_steps(name: str, value: Any) -> int:
+    """``value`` as an int of at least 1, or a ``TypeError`` / ``ValueError`` naming it."""
+    value = _check_integer(name, value)
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 class BLRState(NamedTuple):
@@ -77,11 +121,15 @@ class BLRRunResult(NamedTuple):
         ``{step: checkpoint_fn(params, step)}`` for the steps named in ``run``'s
         ``checkpoints`` (MPE-LOO by default); None when none were asked for.
     converged : bool
-        Whether the last step reported convergence (``info.converged``). False when
-        ``num_steps`` ran out first, when Newton stopped because no step decreased the
-        loss any more (the run's ``RuntimeWarning``), and always for optimizers that
-        never report it (:func:`~numpyro_mpe.optim.iblr`, :func:`~numpyro_mpe.optim.von`
-        with draws), which run the steps they are given.
+        Whether the last step reported convergence (``info.converged``), or ended with
+        a Newton decrement below the loss's float resolution (``10 eps |L|``: float32
+        cannot reach ``tol = 1e-10``). False when ``num_steps`` ran out first, when
+        Newton stopped because no step decreased the loss any more, and always for
+        optimizers that never report it (:func:`~numpyro_mpe.optim.iblr`,
+        :func:`~numpyro_mpe.optim.von` with draws), which run the steps they are given.
+        :meth:`BLR.run` warns (:class:`ConvergenceWarning`) in the first two cases on a
+        full batch, and for every optimizer when the loss rose over the run or the data
+        look separable.
     losses : jax.Array, shape (num_steps_taken,)
         Negative log joint at the mean after each step (with minibatches, its unbiased
         estimate from the step's batch; for :func:`~numpyro_mpe.optim.iblr`, at the
@@ -292,6 +340,9 @@ class BLR:
         :func:`~numpyro_mpe.select_prior` does). Default: the guide's initial mean
         (numpyro's ``init_to_median``, or the guide's ``init_loc_fn``).
         """
+        check_rng_key(rng_key, "BLR.init")
+        self._refuse_plate(kwargs, "init")
+        self._refuse_minibatches(batch_size)
         plate_model = trace_model(
             self.model, *args, plate=self.plate, with_predictor=False, **kwargs
         )
@@ -300,12 +351,22 @@ class BLR:
                 self.guide._setup_prototype(*args, **kwargs)
         mean = self.guide._init_latent
         if init_params is not None:
+            if not isinstance(init_params, dict):
+                raise TypeError(
+                    f"init_params must be guide params (a dict holding "
+                    f"{self.guide.loc_name!r}), got {type(init_params).__name__}"
+                )
             if self.guide.loc_name not in init_params:
                 raise ValueError(
                     f"init_params must hold the guide's mean {self.guide.loc_name!r}; got "
                     f"keys {sorted(init_params)}"
                 )
             mean = jnp.asarray(init_params[self.guide.loc_name], mean.dtype)
+            if not bool(jnp.all(jnp.isfinite(mean))):
+                index = int(np.argmax(~np.isfinite(np.asarray(mean)).reshape(-1)))
+                raise ValueError(
+                    f"init_params[{self.guide.loc_name!r}] is not finite at index {index}"
+                )
         if mean.shape != plate_model.init_theta.shape:
             raise ValueError(
                 f"guide latent size {mean.shape} differs from the model's "
@@ -313,7 +374,7 @@ class BLR:
             )
         plan = None
         if batch_size is not None:
-            check_batch_size(operator.index(batch_size), plate_model.num_examples)
+            check_batch_size(_check_integer("batch_size", batch_size), plate_model.num_examples)
             plan = plan_row_slicing(self.model, self.plate, args, kwargs, plate_model)
         arrays, static = split_arguments(args, kwargs)
         optim_state = _blr_init(
@@ -372,9 +433,11 @@ class BLR:
             and weights their terms (``N / B`` on the batch, 0 elsewhere): the same
             batches and loss, but O(N) per step. ``state.minibatch.reason`` says why.
         """
+        self._refuse_plate(kwargs, "update")
+        self._refuse_minibatches(batch_size)
         arrays, static = split_arguments(args, kwargs)
         if batch_size is not None:
-            batch_size = operator.index(batch_size)
+            batch_size = _check_integer("batch_size", batch_size)
             if state.step is None or state.data_key is None:
                 raise ValueError("minibatches need a BLRState from BLR.init (step, data_key)")
             state = self._with_plan(state, batch_size, args, kwargs)
@@ -454,6 +517,13 @@ class BLR:
         NotPositiveDefiniteError
             When the final precision is not positive definite.
         """
+        check_rng_key(rng_key, "BLR.run")
+        self._refuse_plate(kwargs, "run")
+        if init_state is not None and not isinstance(init_state, BLRState):
+            raise TypeError(
+                f"init_state must be a BLRState (result.state of an earlier run), got "
+                f"{type(init_state).__name__}"
+            )
         if num_steps is not None and epochs is not None:
             raise ValueError(
                 f"pass num_steps or epochs, not both (got num_steps={num_steps}, "
@@ -463,13 +533,12 @@ class BLR:
             raise ValueError("pass init_state or init_params, not both")
         if num_steps is None and epochs is None:
             raise ValueError("num_steps is None: pass num_steps, or num_steps=None and epochs")
+        self._refuse_minibatches(batch_size)
         if batch_size is not None:
-            batch_size = operator.index(batch_size)
+            batch_size = _check_integer("batch_size", batch_size)
         state = init_state
         if epochs is not None:
-            epochs = operator.index(epochs)
-            if epochs < 1:
-                raise ValueError(f"epochs must be at least 1, got {epochs}")
+            epochs = _check_steps("epochs", epochs)
             steps_per_epoch = 1
             if batch_size is not None:
                 if state is None:
@@ -480,12 +549,18 @@ class BLR:
                     state = self._with_plan(state, batch_size, args, kwargs)
                 steps_per_epoch = math.ceil(state.minibatch.num_examples / batch_size)
             num_steps = epochs * steps_per_epoch
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be at least 1, got {num_steps}")
-        wanted = set() if checkpoints is None else {int(step) for step in checkpoints}
+        num_steps = _check_steps("num_steps", num_steps)
+        wanted = _checkpoint_steps(checkpoints)
         bad = sorted(step for step in wanted if not 1 <= step <= num_steps)
         if bad:
             raise ValueError(f"checkpoint steps must be in [1, {num_steps}], got {bad}")
+        first_step = 0 if state is None or state.step is None else int(state.step)
+        check_schedule(self.optimizer, first_step, first_step + num_steps)
+        if checkpoint_fn is not None and not callable(checkpoint_fn):
+            raise TypeError(
+                f"checkpoint_fn must be a function (params, step) -> value, got "
+                f"{type(checkpoint_fn).__name__}"
+            )
         if wanted and checkpoint_fn is None:
             # Traced and planned once here; each checkpoint runs the compiled part only.
             checkpoint_fn = default_checkpoint(self.guide, self.model, args, kwargs, self.plate)
@@ -519,6 +594,33 @@ class BLR:
                 bar.update(1)
                 if bool(converged):
                     break
+        losses = jnp.stack(losses)
+        params = self.get_params(state)
+        check_positive_definite(params[self.guide.precision_name], "BLR.run")
+        converged, diverged = self._warn_unless_converged(
+            info, losses, batch_size, num_steps, step
+        )
+        if not diverged:
+            self._warn_if_saturated(params, args, kwargs)
+        return BLRRunResult(
+            params, state, losses, recorded if checkpoints is not None else None, converged
+        )
+
+    def _warn_unless_converged(
+        self, info, losses, batch_size, num_steps, steps_taken
+    ) -> tuple[bool, bool]:
+        """Warn (:class:`ConvergenceWarning`) when the run diverged, stalled or ran out
+        of steps before its optimizer reported convergence; return ``(converged,
+        diverged)``."""
+        diverged = _loss_rose(np.asarray(losses, dtype=float))
+        if diverged is not None:
+            warnings.warn(
+                f"BLR.run: the loss rose from {diverged[0]:.6g} to {diverged[1]:.6g} over "
+                f"the run; the fit is diverging (lr too large, or a schedule that grows), "
+                "and its Gaussian is not the posterior",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         # A rejected step with a negligible decrement is float precision, not a failure.
         stalled = hasattr(info, "accepted") and not bool(info.accepted) and info.decrement > 1e-6
         if stalled:
@@ -526,15 +628,104 @@ class BLR:
                 "BLR.run: no step decreased the loss any more; stopped with Newton "
                 f"decrement {float(info.decrement):.3g} (float precision reached, or a "
                 "badly scaled model)",
-                RuntimeWarning,
-                stacklevel=2,
+                ConvergenceWarning,
+                stacklevel=3,
             )
-        params = self.get_params(state)
-        check_positive_definite(params[self.guide.precision_name], "BLR.run")
-        return BLRRunResult(
-            params,
-            state,
-            jnp.stack(losses),
-            recorded if checkpoints is not None else None,
-            bool(info.converged) and not stalled,
+        converged = bool(info.converged) and not stalled
+        decrement = getattr(info, "decrement", None)
+        if not converged and not stalled and decrement is not None:
+            # A predicted decrease below the loss's float resolution cannot be realised:
+            # converged as far as the dtype allows (float32 never reaches tol=1e-10).
+            resolution = 10 * np.finfo(np.asarray(info.loss).dtype).eps
+            converged = float(decrement) <= resolution * max(1.0, abs(float(info.loss)))
+        if (
+            not converged
+            and not stalled
+            and diverged is None
+            and self.optimizer.reports_convergence
+            and batch_size is None
+        ):
+            said = "" if decrement is None else f" (Newton decrement {float(decrement):.3g})"
+            warnings.warn(
+                f"BLR.run: not converged after {steps_taken} of num_steps={num_steps} "
+                f"steps{said}; run more steps (result.state continues the fit), or check "
+                "that the posterior has a mode (separable data under a flat prior has none)",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return converged, diverged is not None
+
+    def _warn_if_saturated(self, params: dict, args: tuple, kwargs: dict) -> None:
+        """Warn when discrete observations are fitted with probability one: separable
+        data, where the likelihood has no maximum and the prior alone holds the mean."""
+        observed = [
+            site
+            for site in (self.guide.prototype_trace or {}).values()
+            if site["type"] == "sample" and site["is_observed"]
+        ]
+        if not observed or not all(site["fn"].support.is_discrete for site in observed):
+            return
+        plate_model = trace_model(
+            self.model, *args, plate=self.plate, with_predictor=False, **kwargs
         )
+        log_lik = np.asarray(jax.jit(plate_model.log_lik)(params[self.guide.loc_name]))
+        if plate_model.observed_mask is not None:  # masked examples have no term
+            log_lik = log_lik[plate_model.observed_mask]
+        saturated = int(np.sum(log_lik > _SATURATED_LOG_LIK))
+        if saturated >= max(1, _SATURATED_SHARE * log_lik.size):
+            warnings.warn(
+                f"BLR.run: {saturated} of {log_lik.size} examples are fitted with "
+                f"probability above 1 - {-_SATURATED_LOG_LIK:.0e}: the data look "
+                "separable, the likelihood has no maximum and the mean is held by the "
+                "prior alone (a flat prior lets it drift); use an informative prior",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def _refuse_plate(self, kwargs: dict, method: str) -> None:
+        if "plate" in kwargs:
+            raise TypeError(
+                f"BLR.{method} got plate={kwargs['plate']!r}: the plate of examples is set "
+                "once, BLR(model, guide, optimizer, plate=...) (a model argument named "
+                "plate is passed positionally)"
+            )
+
+    def _refuse_minibatches(self, batch_size: int | None) -> None:
+        if batch_size is not None and self.optimizer.full_batch_only:
+            raise ValueError(
+                f"batch_size={batch_size}: this optimizer (optim.newton) needs the full-data "
+                "loss at every step; for minibatches use optim.online_newton or optim.iblr"
+            )
+
+
+# Per-example log likelihood above which a discrete observation counts as fitted with
+# probability one, and the share of such examples that makes BLR.run warn.
+_SATURATED_LOG_LIK = -1e-8
+_SATURATED_SHARE = 0.1
+
+
+def _checkpoint_steps(checkpoints: Any) -> set[int]:
+    """The set of checkpoint steps, each an integer (``TypeError`` naming the culprit)."""
+    if checkpoints is None:
+        return set()
+    if isinstance(checkpoints, str) or not isinstance(checkpoints, Sequence | np.ndarray):
+        raise TypeError(
+            f"checkpoints must be a sequence of steps, e.g. [100, 200], got {checkpoints!r}"
+        )
+    return {_check_integer("a checkpoint step", step) for step in checkpoints}
+
+
+def _loss_rose(losses: np.ndarray) -> tuple[float, float] | None:
+    """``(lowest, final)`` when the run ended clearly above its lowest point, else None.
+
+    ``final`` is the mean of the last tenth of the losses and ``lowest`` the least of the
+    first loss and such window means, so that sampling noise averages out.
+    """
+    window = max(1, losses.size // 10)
+    if losses.size < 2:
+        return None
+    means = np.convolve(losses, np.ones(window) / window, mode="valid")
+    lowest, final = min(float(losses[0]), float(means.min())), float(means[-1])
+    if final > lowest + max(5.0, 0.1 * abs(lowest)):
+        return lowest, final
+    return None

@@ -244,13 +244,31 @@ def posterior_from_svi(
     >>> guide, params = posterior_from_svi(svi, state, X, y)  # doctest: +SKIP
     >>> elpd = numpyro_mpe.loo(model, guide, params, X, y)  # doctest: +SKIP
     """
+    if not isinstance(svi, SVI):
+        raise TypeError(
+            f"posterior_from_svi takes a numpyro.infer.SVI first, got {type(svi).__name__}"
+        )
     if not isinstance(svi.guide, AutoDelta):
         raise TypeError(f"svi.guide must be an AutoDelta, got {type(svi.guide).__name__}")
-    plate_model = trace_model(svi.model, *args, plate=plate, with_predictor=False, **kwargs)
+    if not hasattr(svi_state, "optim_state"):
+        raise TypeError(
+            f"svi_state must be an SVIState (svi.run(...).state), got {type(svi_state).__name__}"
+        )
     # numpyro's _NumPyroOptim state is (step, inner); for optax_to_numpyro the inner state
     # is (unconstrained params, optax state). SVI optimises unconstrained params, through
-    # biject_to(site support): the same space as trace_model's.
+    # biject_to(site support): the same space as trace_model's. numpyro's own optimizers
+    # (numpyro.optim.Adam, ...) keep a packed jax.example_libraries state instead.
     step, inner = svi_state.optim_state
+    if type(inner).__name__ == "OptimizerState" or not (
+        isinstance(inner, tuple) and len(inner) == 2
+    ):
+        raise TypeError(
+            f"posterior_from_svi reads the state of an optax optimizer; svi.optim is "
+            f"{type(svi.optim).__name__}, whose state it cannot read. Build the SVI with "
+            "numpyro.optim.optax_to_numpyro(optax.adam(1e-2)) (or optax.rmsprop, "
+            "optax.sgd) instead of numpyro.optim.Adam"
+        )
+    plate_model = trace_model(svi.model, *args, plate=plate, with_predictor=False, **kwargs)
     raw_params, opt_state = inner
     prefix = svi.guide.prefix
     mean = _flat_latents(plate_model, raw_params, prefix)

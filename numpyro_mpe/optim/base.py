@@ -28,12 +28,14 @@ precision is (None: it computes full Hessians and serves either family).
 from __future__ import annotations
 
 import functools
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from numpyro_mpe.core.options import Covariance
 
@@ -41,7 +43,10 @@ __all__ = [
     "EXTRAS",
     "NaturalGradientOptimizer",
     "cached_by_settings",
+    "check_count",
     "check_lr",
+    "check_number",
+    "check_schedule",
     "dense_or_diag",
     "learning_rate",
     "newton_decrement",
@@ -72,6 +77,20 @@ class NaturalGradientOptimizer(NamedTuple):
         :class:`~numpyro_mpe.BLR` refuses a guide of the other family.
     uses_gauss_newton : bool
         Whether ``init`` / ``update`` need ``gauss_newton_fn``.
+    reports_convergence : bool
+        Whether ``info.converged`` can become True on a full batch (Newton, online
+        Newton); False for optimizers that run the steps they are given (iBLR, VON with
+        draws). :meth:`~numpyro_mpe.BLR.run` warns when a full-batch run of one that
+        reports ends unconverged.
+    full_batch_only : bool
+        Whether each step needs the full-data loss (Newton's line search on ``L``);
+        :class:`~numpyro_mpe.BLR` refuses minibatches for such an optimizer.
+    lr : float or callable or None
+        The step size or schedule (``step -> rate``, from 0), for
+        :meth:`~numpyro_mpe.BLR.run` to check a schedule over the steps it runs
+        (:func:`check_schedule`); None for optimizers without one.
+    max_lr : float
+        Largest rate the optimizer accepts (1 for a precision average, ``inf`` for iBLR).
     """
 
     init: Callable
@@ -79,6 +98,10 @@ class NaturalGradientOptimizer(NamedTuple):
     mean_precision: Callable
     covariance: Covariance | None = None
     uses_gauss_newton: bool = False
+    reports_convergence: bool = False
+    full_batch_only: bool = False
+    lr: float | Callable | None = None
+    max_lr: float = math.inf
 
 
 _MAX_CACHED_OPTIMIZERS = 64
@@ -135,10 +158,62 @@ def learning_rate(lr: float | Callable, step: jax.Array) -> jax.Array:
     return jnp.asarray(lr(step) if callable(lr) else lr)
 
 
-def check_lr(lr: float | Callable) -> None:
-    """Raise ``ValueError`` unless ``lr`` is a schedule or in ``(0, 1]``."""
-    if not callable(lr) and not 0 < lr <= 1:
-        raise ValueError(f"lr must be in (0, 1] or a schedule, got {lr}")
+def check_number(
+    name: str, value: object, low: float, high: float = math.inf, *, closed: bool = False
+) -> None:
+    """Raise unless ``value`` is a real number in ``(low, high]`` (``[low, high]`` when
+    ``closed``): ``TypeError`` for a string, None, bool or array, ``ValueError`` for NaN,
+    inf or a number out of range, naming ``name`` and the value."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    above = value >= low if closed else value > low
+    if not (math.isfinite(value) and above and value <= high):
+        raise ValueError(f"{name} must be in {_interval(low, high, closed)}, got {value!r}")
+
+
+def _interval(low: float, high: float, closed: bool) -> str:
+    right = f"{high:g}]" if math.isfinite(high) else "inf)"
+    return f"{'[' if closed else '('}{low:g}, {right}"
+
+
+def check_count(name: str, value: object, low: int) -> None:
+    """Raise unless ``value`` is an integer (not a bool) of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be at least {low}, got {value}")
+
+
+def check_lr(lr: float | Callable, high: float = 1.0) -> None:
+    """Raise unless ``lr`` is a schedule or a number in ``(0, high]``."""
+    if callable(lr):
+        return
+    if isinstance(lr, bool) or not isinstance(lr, int | float | np.integer | np.floating):
+        raise TypeError(f"lr must be a number or a schedule, got {lr!r}")
+    if not (math.isfinite(lr) and 0 < lr <= high):
+        raise ValueError(f"lr must be in {_interval(0, high, False)} or a schedule, got {lr!r}")
+
+
+def check_schedule(optimizer: NaturalGradientOptimizer, first: int, last: int) -> None:
+    """Raise ``ValueError`` if the optimizer's schedule leaves ``(0, max_lr]`` at a step.
+
+    Checks steps ``first, ..., last - 1`` (counted from 0, as the optimizer counts them)
+    before they run: a schedule that turns negative or non-finite would otherwise move
+    the fit uphill, silently.
+    """
+    lr = optimizer.lr
+    if not callable(lr) or last <= first:
+        return
+    steps = jnp.arange(first, last)
+    rates = np.asarray(jax.vmap(lr)(steps), dtype=float).reshape(-1)
+    bad = ~(np.isfinite(rates) & (rates > 0) & (rates <= optimizer.max_lr))
+    if bad.any():
+        index = int(np.argmax(bad))
+        allowed = "(0, inf)" if math.isinf(optimizer.max_lr) else f"(0, {optimizer.max_lr:g}]"
+        raise ValueError(
+            f"the lr schedule gives {rates[index]:g} at step {first + index}, outside "
+            f"{allowed}; fix the schedule (it is called with the step count from 0)"
+        )
 
 
 def dense_or_diag(precision: jax.Array, covariance: Covariance) -> jax.Array:

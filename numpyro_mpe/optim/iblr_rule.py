@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -13,6 +14,9 @@ from numpyro_mpe.core.options import COVARIANCES, Covariance, check_choice
 from numpyro_mpe.optim.base import (
     NaturalGradientOptimizer,
     cached_by_settings,
+    check_count,
+    check_lr,
+    check_number,
     dense_or_diag,
     learning_rate,
 )
@@ -232,14 +236,13 @@ def iblr(
     >>> bool(jnp.allclose(state.mean, 1.0, atol=0.1))
     True
     """
-    if not callable(lr) and not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    check_lr(lr, high=math.inf)
     if not 0 <= beta1 < 1 or not 0 <= beta2 < 1:
         raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
-    if not hess_init > 0:
-        raise ValueError(f"hess_init must be positive, got {hess_init}")
-    if mc_samples < 1:
-        raise ValueError(f"mc_samples must be at least 1, got {mc_samples}")
+    check_number("hess_init", hess_init, 0.0)
+    if ess is not None:
+        check_number("ess", ess, 0.0)
+    check_count("mc_samples", mc_samples, 1)
     check_choice("covariance", covariance, COVARIANCES)
     dense = covariance == "dense"
 
@@ -308,4 +311,4 @@ def iblr(
     def mean_precision(state: IBLRState, covariance: Covariance):
         return state.mean, dense_or_diag(state.precision, covariance)
 
-    return NaturalGradientOptimizer(init, update, mean_precision, covariance=covariance)
+    return NaturalGradientOptimizer(init, update, mean_precision, covariance=covariance, lr=lr)

@@ -11,7 +11,13 @@ from jax.typing import ArrayLike
 
 from numpyro_mpe.core.curvature import value_grad_hessian
 from numpyro_mpe.core.options import Covariance
-from numpyro_mpe.optim.base import NaturalGradientOptimizer, cached_by_settings, newton_decrement
+from numpyro_mpe.optim.base import (
+    NaturalGradientOptimizer,
+    cached_by_settings,
+    check_count,
+    check_number,
+    newton_decrement,
+)
 
 __all__ = ["NewtonInfo", "NewtonState", "newton"]
 
@@ -88,8 +94,9 @@ def newton(
     -------
     NaturalGradientOptimizer
     """
-    if not damping_factor > 1:
-        raise ValueError(f"damping_factor must exceed 1, got {damping_factor}")
+    check_number("damping_factor", damping_factor, 1.0)
+    check_number("tol", tol, 0.0, closed=True)
+    check_count("max_damping_steps", max_damping_steps, 0)
 
     def init(
         mean: ArrayLike,
@@ -165,4 +172,10 @@ def newton(
             return state.mean, state.hessian
         return state.mean, jnp.diag(state.hessian)
 
-    return NaturalGradientOptimizer(init=init, update=update, mean_precision=mean_precision)
+    return NaturalGradientOptimizer(
+        init=init,
+        update=update,
+        mean_precision=mean_precision,
+        reports_convergence=True,
+        full_batch_only=True,
+    )

@@ -15,6 +15,7 @@ from numpyro_mpe.optim.base import (
     NaturalGradientOptimizer,
     cached_by_settings,
     check_lr,
+    check_number,
     dense_or_diag,
     learning_rate,
 )
@@ -114,6 +115,8 @@ def online_newton(
     """
     check_lr(lr)
     check_choice("covariance", covariance, COVARIANCES)
+    check_number("tol", tol, 0.0, closed=True)
+    check_number("rtol", rtol, 0.0, closed=True)
 
     def curvature(loss_fn: Callable, mean: jax.Array):
         return gradient_hessian(loss_fn, mean, dense=covariance == "dense")
@@ -167,4 +170,12 @@ def online_newton(
     def mean_precision(state: OnlineNewtonState, covariance: Covariance):
         return state.mean, dense_or_diag(state.precision, covariance)
 
-    return NaturalGradientOptimizer(init, update, mean_precision, covariance=covariance)
+    return NaturalGradientOptimizer(
+        init,
+        update,
+        mean_precision,
+        covariance=covariance,
+        reports_convergence=True,
+        lr=lr,
+        max_lr=1.0,
+    )

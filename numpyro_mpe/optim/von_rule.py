@@ -19,7 +19,9 @@ from numpyro_mpe.core.options import (
 from numpyro_mpe.optim.base import (
     NaturalGradientOptimizer,
     cached_by_settings,
+    check_count,
     check_lr,
+    check_number,
     dense_or_diag,
     learning_rate,
 )
@@ -196,8 +198,9 @@ def von(
     check_lr(lr)
     check_choice("covariance", covariance, COVARIANCES)
     check_choice("hessian", hessian, VON_HESSIANS)
-    if not isinstance(mc_samples, int) or mc_samples < 0:
-        raise ValueError(f"mc_samples must be a non-negative integer, got {mc_samples!r}")
+    check_count("mc_samples", mc_samples, 0)
+    check_number("tol", tol, 0.0, closed=True)
+    check_number("rtol", rtol, 0.0, closed=True)
     if mc_samples == 0 and hessian == "price":
         raise ValueError(
             "hessian='price' needs draws (mc_samples >= 1); mc_samples=0 is the delta "
@@ -322,4 +325,7 @@ def von(
         mean_precision,
         covariance=covariance,
         uses_gauss_newton=hessian == "gauss_newton",
+        reports_convergence=mc_samples == 0,
+        lr=lr,
+        max_lr=1.0,
     )

@@ -28,8 +28,13 @@ from jax.typing import ArrayLike
 from numpyro_mpe.core.curvature import weighted_gradient_hessian
 from numpyro_mpe.core.gaussian import check_positive_definite, is_dense, precision_solve
 from numpyro_mpe.core.model import join_arguments, split_arguments, trace_model
+from numpyro_mpe.core.rows import limit_compilations
 from numpyro_mpe.infer.guide import AutoGaussian
-from numpyro_mpe.perturbation.removal import group_mask, removal_weights
+from numpyro_mpe.perturbation.removal import (
+    check_removal_arguments,
+    group_mask,
+    removal_weights,
+)
 
 __all__ = ["perturb", "perturb_core", "perturb_guide", "perturb_mean_precision"]
 
@@ -62,13 +67,15 @@ def perturb(
     model: Callable,
     guide: Any,
     params: dict,
-    remove: ArrayLike,
+    remove: ArrayLike | None,
     *args: Any,
     plate: str | None = None,
     groups: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
     **kwargs: Any,
 ) -> dict:
-    """Guide params of the posterior without the examples in ``remove``.
+    """Guide params of the posterior without the examples in ``remove``, or with every
+    example reweighted by ``weights``.
 
     With ``groups`` (a label per example), ``remove`` names whole groups: one MPE step
     with the groups' summed gradient and Hessian (exact division for Gaussian-linear
@@ -83,15 +90,23 @@ def perturb(
         the conjugate posterior's natural parameters).
     params : dict
         Fitted guide params (e.g. ``BLR.run(...).params``).
-    remove : array_like
-        Indices, a boolean mask ``(N,)``, or new per-example weights ``(N,)`` in
-        ``[0, 1]`` (see :func:`removal_weights`).
+    remove : array_like of int or bool, or None
+        Which examples to remove: integer indices, or a boolean mask ``(N,)`` (True
+        removes); an empty ``remove`` (``[]``) removes nothing and returns the posterior
+        unchanged. A float array is refused (``TypeError``): pass new weights as
+        ``weights=``. None when ``weights`` is given.
     *args, **kwargs
-        The model's arguments.
+        The model's arguments (a model keyword named ``plate``, ``groups`` or
+        ``weights`` is taken by ``perturb`` itself).
     plate : str, optional
         The plate of examples.
     groups : array_like, shape (N,), optional
-        A group label per example; ``remove`` is then a label or a list of labels.
+        A group label per example (all numbers or all strings, none NaN); ``remove`` is
+        then a label or a list of labels.
+    weights : array_like, shape (N,), optional, keyword-only
+        New per-example weights in ``[0, 1]`` instead of ``remove`` (1 keeps, 0 removes,
+        0.5 halves): ``perturb(model, guide, params, None, *args, weights=w)``. See
+        :func:`removal_weights`.
 
     Returns
     -------
@@ -100,11 +115,18 @@ def perturb(
 
     Raises
     ------
+    TypeError
+        Before any work, for a float ``remove`` (without ``groups``), both or neither of
+        ``remove`` and ``weights``, ``weights`` with ``groups``, or boolean ``weights``.
+    ValueError
+        For a mask, weights or groups of the wrong shape, indices out of range, weights
+        outside ``[0, 1]``, NaN group labels or labels not among ``groups``.
     NotPositiveDefiniteError
         When the perturbed precision is not positive definite (the removed examples
         carry all the information about some direction of ``theta``).
     """
-    return perturb_guide(guide, model, params, remove, args, kwargs, plate, groups)
+    check_removal_arguments(remove, weights, groups=groups)
+    return perturb_guide(guide, model, params, remove, args, kwargs, plate, groups, weights)
 
 
 @functools.singledispatch
@@ -117,6 +139,7 @@ def perturb_guide(
     kwargs: dict,
     plate: str | None,
     groups: ArrayLike | None,
+    weights: ArrayLike | None,
 ) -> dict:
     """:func:`perturb` for one family of guides, chosen by the guide's type.
 
@@ -139,17 +162,18 @@ def _perturb_gaussian(
     kwargs: dict,
     plate: str | None,
     groups: ArrayLike | None,
+    weights: ArrayLike | None,
 ) -> dict:
     plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
     if groups is not None:
         remove = group_mask(remove, groups, plate_model.num_examples)
-    eps = removal_weights(remove, plate_model.num_examples)
+    eps = removal_weights(remove, plate_model.num_examples, weights=weights)
     mean, precision = guide.checked_mean_precision(
         params, plate_model.num_latents, where="perturb"
     )
     arrays, static = split_arguments(args, kwargs)
-    new_mean, new_precision = perturb_core(
-        mean, precision, eps, arrays, model=model, static=static, plate=plate
-    )
+    core_options = {"model": model, "static": static, "plate": plate}
+    limit_compilations(perturb_core, (mean, precision, eps, arrays), core_options)
+    new_mean, new_precision = perturb_core(mean, precision, eps, arrays, **core_options)
     check_positive_definite(new_precision, "perturb")
     return guide.params_from_mean_precision(new_mean, new_precision)

@@ -42,6 +42,7 @@ from numpyro_mpe.core.curvature import (
 )
 from numpyro_mpe.core.gaussian import is_dense, precision_solve
 from numpyro_mpe.core.model import join_arguments, split_arguments, trace_model
+from numpyro_mpe.core.rows import limit_compilations
 from numpyro_mpe.infer.guide import AutoGaussian
 
 __all__ = ["Sensitivity", "latent_names", "sensitivity"]
@@ -221,6 +222,11 @@ def sensitivity(
     >>> result = sensitivity(model, guide, fit.params, X, y)  # doctest: +SKIP
     >>> int(result.mahalanobis.argmax())  # the most influential example  # doctest: +SKIP
     """
+    if not isinstance(guide, AutoGaussian):
+        raise TypeError(
+            f"sensitivity needs the AutoGaussian the params were fitted with, got guide "
+            f"{type(guide).__name__}"
+        )
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
     mean, precision = guide.checked_mean_precision(
         params, plate_model.num_latents, where="sensitivity"
@@ -237,8 +243,10 @@ def sensitivity(
         )
     names = None if plate_model.predictor is None else plate_model.predictor.names
     arrays, static = split_arguments(args, kwargs)
+    core_options = {"model": model, "static": static, "plate": plate, "names": names}
+    limit_compilations(_sensitivity_core, (mean, precision, arrays), core_options)
     shift, first_order, sd, mahalanobis, prediction = _sensitivity_core(
-        mean, precision, arrays, model=model, static=static, plate=plate, names=names
+        mean, precision, arrays, **core_options
     )
     standardized = shift / sd[None, :]
     return Sensitivity(

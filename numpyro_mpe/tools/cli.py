@@ -137,6 +137,12 @@ def load_model(target: str) -> Callable:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exit_:
+        # A script's `sys.exit()` at import would end numpyro-mpe with no word of why.
+        raise CommandError(
+            f"importing {file_name!r} called sys.exit({exit_.code!r}); move the script part "
+            "of the file under `if __name__ == '__main__':`"
+        ) from None
     except Exception as error:
         raise CommandError(
             f"importing {file_name!r} failed: {type(error).__name__}: {error}"
@@ -162,7 +168,9 @@ def load_columns(file_name: str) -> dict[str, np.ndarray]:
     path = Path(file_name)
     if not path.is_file():
         raise CommandError(f"data file {file_name!r} does not exist")
-    with path.open(newline="") as handle:
+    # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of the
+    # first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.reader(handle))
     rows = [row for row in rows if row]
     if len(rows) < 2:

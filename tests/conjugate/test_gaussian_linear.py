@@ -47,11 +47,53 @@ def test_perturb_equals_closed_form_posterior_without_examples(kidiq_fit):
 def test_perturb_with_partial_weights_is_exact(kidiq_fit):
     X, y, guide, result = kidiq_fit
     weights = np.linspace(0.0, 1.0, len(y))
-    params = mpe.perturb(linear_model, guide, result.params, weights, X, y)
+    params = mpe.perturb(linear_model, guide, result.params, None, X, y, weights=weights)
     precision = (X.T * weights) @ X / SIGMA**2 + np.eye(3) / PRIOR_SCALE**2
     mean = np.linalg.solve(precision, (X.T * weights) @ y / SIGMA**2)
     np.testing.assert_allclose(params["auto_loc"], mean, rtol=1e-8)
     np.testing.assert_allclose(params["auto_precision"], precision, rtol=1e-8)
+
+
+def test_conjugate_perturb_reads_weights_and_masks_alike(kidiq, x64):
+    """AutoConjugate: the 0/1 pattern that removes as a mask removes as weights' zeros;
+    a float array as ``remove`` is refused rather than read either way."""
+    X, y = kidiq
+    guide = mpe.AutoConjugate(linear_model)
+    params = guide.posterior_params(X, y)
+    keep = np.arange(len(y)) % 4 != 0
+    expected_mean, expected_precision = closed_form_posterior(X, y, keep)
+    by_mask = mpe.perturb(linear_model, guide, params, ~keep, X, y)
+    by_weights = mpe.perturb(linear_model, guide, params, None, X, y, weights=keep * 1.0)
+    for got in (by_mask, by_weights):
+        np.testing.assert_allclose(got["auto_loc"], expected_mean, rtol=1e-8)
+        np.testing.assert_allclose(got["auto_precision"], expected_precision, rtol=1e-8)
+    with pytest.raises(TypeError, match="remove must be integer indices or a boolean mask"):
+        mpe.perturb(linear_model, guide, params, keep * 1.0, X, y)
+    with pytest.raises(TypeError, match="not both"):
+        mpe.perturb(linear_model, guide, params, [0], X, y, weights=keep * 1.0)
+    # [] removes nothing: the same posterior, to the rounding of natural <-> mean form.
+    unchanged = mpe.perturb(linear_model, guide, params, [], X, y)
+    for name, value in params.items():
+        np.testing.assert_allclose(unchanged[name], value, rtol=1e-12)
+
+
+def test_conjugate_group_labels_are_checked_against_the_examples(kidiq, x64):
+    X, y = kidiq
+    guide = mpe.AutoConjugate(linear_model)
+    params = guide.posterior_params(X, y)
+    groups = np.arange(len(y)) % 5
+    by_group = mpe.perturb(linear_model, guide, params, [1, 3], X, y, groups=groups)
+    by_index = mpe.perturb(linear_model, guide, params, np.isin(groups, [1, 3]), X, y)
+    np.testing.assert_allclose(by_group["auto_loc"], by_index["auto_loc"], rtol=1e-12)
+    # Labels shorter than the data: named as the groups' shape, not as a mask's.
+    with pytest.raises(
+        ValueError, match=r"groups must hold one label per example, shape \(434,\)"
+    ):
+        mpe.perturb(linear_model, guide, params, [1], X, y, groups=groups[:10])
+    mixed = groups.astype(object)
+    mixed[groups == 0] = "zero"
+    with pytest.raises(TypeError, match="groups mixes label types"):
+        mpe.perturb(linear_model, guide, params, [1], X, y, groups=mixed)
 
 
 @pytest.mark.parametrize("method", ["cavity", "paper"])

@@ -258,3 +258,214 @@ def test_model_is_not_mutated_and_log_density_agrees(wells, x64):
     theta = jnp.array([0.1, -0.5, 0.4])
     joint, _ = log_density(logistic_model, (X, y), {}, {"beta": theta})
     np.testing.assert_allclose(pm.log_joint(theta), joint, rtol=1e-12)
+
+
+# --- masked observations ----------------------------------------------------------
+
+
+def masked_regression(X, y, observed=True):
+    beta = numpyro.sample("beta", dist.Normal(0, 1).expand([2]).to_event(1))
+    with numpyro.plate("data", X.shape[0]), numpyro.handlers.mask(mask=observed):
+        numpyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
+
+
+def test_masked_examples_are_recorded_with_zero_terms(x64):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(12, 2))
+    y = rng.integers(0, 2, size=12).astype(float)
+    observed = np.arange(12) % 4 != 0
+    y[~observed] = -1.0  # a placeholder outside the support, where masked, is no error
+    pm = mpe.trace_model(masked_regression, X, y, observed=observed)
+    np.testing.assert_array_equal(pm.observed_mask, observed)
+    theta = jnp.array([0.4, -0.3])
+    log_lik = pm.log_lik(theta)
+    np.testing.assert_array_equal(log_lik[~observed], 0.0)
+    expected = dist.Bernoulli(logits=X[observed] @ theta).log_prob(y[observed])
+    np.testing.assert_allclose(log_lik[observed], expected, rtol=1e-12)
+    # The predictor carries the mask: its log likelihood and its curvature are 0 there.
+    np.testing.assert_array_equal(pm.predictor.mask, observed)
+    np.testing.assert_allclose(pm.predictor.log_lik(pm.predictor.fn(theta)), log_lik, rtol=1e-12)
+    assert mpe.trace_model(masked_regression, X, np.abs(y)).observed_mask is None
+    y[1] = 2.0  # an example that counts: its value is checked
+    with pytest.raises(mpe.ModelError, match=r"'y' has value 2\.0 at index \(1,\), outside"):
+        mpe.trace_model(masked_regression, X, y, observed=observed)
+
+
+def test_observed_mask_from_distribution_mask_and_events(x64):
+    """``Distribution.mask`` counts as handlers.mask; an example counts when any of its
+    observed values does (nested plates, events, several observed sites)."""
+    mask = np.array([[True, False], [False, False], [False, True]])
+
+    def model(y, z):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("data", 3):
+            numpyro.sample("y", dist.Normal(mu, 1).expand([3, 2]).mask(mask).to_event(1), obs=y)
+            numpyro.sample("z", dist.Normal(mu, 1).mask(np.array([False, False, True])), obs=z)
+
+    pm = mpe.trace_model(model, jnp.zeros((3, 2)), jnp.ones(3))
+    np.testing.assert_array_equal(pm.observed_mask, [True, False, True])
+    assert pm.predictor is None  # two observed sites: the parameter-space form
+    np.testing.assert_array_equal(pm.log_lik(jnp.array([0.3]))[1], 0.0)
+
+
+def test_error_every_example_masked():
+    with pytest.raises(mpe.ModelError, match="every example of plate 'data' is masked out"):
+        mpe.trace_model(masked_regression, np.ones((3, 2)), np.ones(3), observed=np.zeros(3, bool))
+
+
+@pytest.mark.parametrize("observation", [dist.Bernoulli(0.5), dist.Normal(0.0, 1.0)])
+def test_error_obs_mask_names_handlers_mask(observation):
+    def model(y, observed):
+        shift = numpyro.sample("shift", dist.Normal(0, 1))
+        with numpyro.plate("data", y.shape[0]):
+            fn = dist.Normal(shift, 1.0) if isinstance(observation, dist.Normal) else observation
+            numpyro.sample("y", fn, obs=y, obs_mask=observed)
+
+    with pytest.raises(
+        mpe.ModelError,
+        match=r"site 'y' uses obs_mask=.*latent site 'y_unobserved'.*numpyro\.handlers\.mask",
+    ):
+        mpe.trace_model(model, jnp.zeros(4), jnp.array([True, False, True, True]))
+
+
+# --- observed values, y=None, empty latents, arguments ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("observation", "y", "message"),
+    [
+        (lambda eta: dist.Bernoulli(logits=eta), [0.0, 1, 2, 0], r"value 2\.0 at index \(2,\)"),
+        (lambda eta: dist.Bernoulli(logits=eta), [0, 0.5, 1, 0], r"value 0\.5 at index \(1,\)"),
+        (lambda eta: dist.Poisson(jnp.exp(eta)), [3, 0, 1.5, 2], r"value 1\.5 at index \(2,\)"),
+        (lambda eta: dist.Binomial(5, logits=eta), [1, 6, 2, 0], r"value 6 at index \(1,\)"),
+        (
+            lambda eta: dist.Exponential(jnp.exp(eta)),
+            [1, 2, 3, -1.0],
+            r"value -1\.0 at index \(3,\)",
+        ),
+    ],
+)
+def test_error_observed_value_outside_support(observation, y, message):
+    def model(y):
+        eta = numpyro.sample("eta", dist.Normal(0, 1))
+        with numpyro.plate("data", 4):
+            numpyro.sample("y", observation(eta), obs=y)
+
+    with pytest.raises(mpe.ModelError, match=rf"observed site 'y' has {message}, outside the"):
+        mpe.trace_model(model, np.asarray(y))
+
+
+def test_support_that_moves_with_the_latents_is_not_checked(x64):
+    """``Uniform(0, upper)``: 9 is outside the support at the initial ``upper`` (its
+    prior median 2), not outside the model's."""
+
+    def model(y):
+        upper = numpyro.sample("upper", dist.Pareto(1.0, 1.0))
+        with numpyro.plate("data", y.shape[0]):
+            numpyro.sample("y", dist.Uniform(0.0, upper), obs=y)
+
+    pm = mpe.trace_model(model, jnp.array([0.5, 9.0]))
+    assert pm.predictor is None  # Uniform's bounds have no bijection: parameter space
+    upper = jnp.log(jnp.array([9.0]))  # unconstrained: upper = 1 + exp(x) = 10
+    np.testing.assert_allclose(pm.log_lik(upper), -np.log(10.0), rtol=1e-12)
+    for y in (jnp.array([0, 1, 1]), jnp.array([True, False, True])):
+        mpe.trace_model(logistic_model, np.ones((3, 2)), y)  # integers and booleans pass
+
+
+def test_error_discrete_observation_given_none():
+    with pytest.raises(
+        mpe.ModelError,
+        match=r"site 'y' is discrete, inside plate 'data', and got obs=None.*pass them",
+    ):
+        mpe.trace_model(logistic_model, np.ones((4, 2)), None)
+
+
+def test_empty_latent_site_changes_nothing(x64):
+    """A latent of shape (0,) holds no parameter: the fit and LOO are those without it."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(30, 2))
+    y = rng.integers(0, 2, size=30).astype(float)
+
+    def with_empty(X, y):
+        nothing = numpyro.sample("nothing", dist.Normal(0, 1).expand([0]).to_event(1))
+        beta = numpyro.sample("beta", dist.Normal(0, 1).expand([2]).to_event(1))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", dist.Bernoulli(logits=X @ beta + nothing.sum()), obs=y)
+
+    def without(X, y):
+        beta = numpyro.sample("beta", dist.Normal(0, 1).expand([2]).to_event(1))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
+
+    results = []
+    for model in (with_empty, without):
+        guide = mpe.AutoGaussian(model)
+        fit = mpe.BLR(model, guide, mpe.optim.newton()).run(
+            jax.random.PRNGKey(0), 10, X, y, progress_bar=False
+        )
+        results.append((fit.params["auto_loc"], mpe.loo(model, guide, fit.params, X, y).elpd))
+    # Newton's damped steps stop where the loss no longer decreases in float64 and at
+    # its tolerance: the two fits agree to ~1e-8 (measured 4e-8), not to rounding.
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+
+
+def test_error_every_latent_empty():
+    def model(y):
+        nothing = numpyro.sample("nothing", dist.Normal(0, 1).expand([0]).to_event(1))
+        with numpyro.plate("data", y.shape[0]):
+            numpyro.sample("y", dist.Normal(nothing.sum(), 1), obs=y)
+
+    with pytest.raises(mpe.ModelError, match=r"every latent site is empty \('nothing' \(0,\)\)"):
+        mpe.trace_model(model, jnp.zeros(3))
+
+
+def test_error_nan_in_pandas_and_bfloat16_arguments():
+    import pandas as pd  # installed with arviz
+
+    frame = pd.DataFrame({"one": np.ones(5), "x": [0.1, 0.2, np.nan, 0.4, 0.5]})
+    y = np.ones(5)
+    with pytest.raises(
+        mpe.ModelError, match=r"positional argument 0 column 'x' contains nan at index \(2,\)"
+    ):
+        mpe.trace_model(logistic_model, frame, y)
+    with pytest.raises(mpe.ModelError, match=r"argument 'y' contains nan at index \(2,\)"):
+        mpe.trace_model(logistic_model, np.ones((5, 2)), y=frame["x"])
+    for missing, dtype in (("nan", "Float64"), ("None", object)):  # nullable, object
+        with pytest.raises(mpe.ModelError, match=rf"'y' contains {missing} at index \(1,\)"):
+            mpe.trace_model(logistic_model, np.ones((2, 2)), y=pd.Series([1.0, None], dtype=dtype))
+    half = jnp.ones((5, 2), jnp.bfloat16).at[3, 1].set(jnp.nan)
+    with pytest.raises(
+        mpe.ModelError, match=r"positional argument 0 contains nan at index \(3, 1\)"
+    ):
+        mpe.trace_model(logistic_model, half, y)
+
+
+@pytest.mark.parametrize(
+    "observation",
+    [
+        lambda loc, c: dist.MultivariateNormal(loc, covariance_matrix=c),
+        lambda loc, c: dist.MultivariateNormal(loc, precision_matrix=jnp.linalg.inv(c)),
+        lambda loc, c: dist.MultivariateNormal(loc, scale_tril=jnp.linalg.cholesky(c)),
+        lambda loc, c: dist.LowRankMultivariateNormal(loc, c[:, :1], jnp.diag(c)),
+        lambda loc, c: dist.MultivariateStudentT(5.0, loc, jnp.linalg.cholesky(c)),
+    ],
+)
+def test_multivariate_observation_predictor(observation, x64):
+    """``MultivariateNormal`` holds its three parametrisations: rebuilt from one."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(20, 2))
+    Y = rng.normal(size=(20, 2))
+    covariance = jnp.array([[1.0, 0.3], [0.3, 0.5]])
+
+    def model(X, Y):
+        W = numpyro.sample("W", dist.Normal(0, 1).expand([2, 2]).to_event(2))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", observation(X @ W, covariance), obs=Y)
+
+    pm = mpe.trace_model(model, X, Y)
+    assert pm.predictor.names == ("loc",)
+    theta = jnp.linspace(-1.0, 1.0, 4)
+    f = pm.predictor.fn(theta)
+    np.testing.assert_allclose(f, X @ theta.reshape(2, 2), rtol=1e-12)
+    np.testing.assert_allclose(pm.predictor.log_lik(f), pm.log_lik(theta), rtol=1e-12)

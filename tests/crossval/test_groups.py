@@ -229,3 +229,42 @@ def test_kidiq_groups_of_one_equal_leave_one_out(kidiq_fit):
     plain = mpe.loo(linear_model, guide, result.params, X, y)
     np.testing.assert_allclose(single.elpd_i.values, plain.elpd_i.values, rtol=1e-10)
     np.testing.assert_allclose(single.example_elpd.values, plain.elpd_i.values, rtol=1e-10)
+
+
+def test_group_labels_of_mixed_types_or_nan_are_named_everywhere(kidiq_fit):
+    """Mixed numbers and strings failed inside np.unique ("'<' not supported") in loo and
+    exact_loo and passed perturb unchecked; NaN in an object array was a group of its
+    own in loo; NaN floats passed perturb."""
+    X, y, guide, result = kidiq_fit
+    mixed = np.array([1, "a"] * 217, dtype=object)
+    nan_object = np.array([1, np.nan] * 217, dtype=object)
+    nan_float = np.array([1.0, np.nan] * 217)
+    entries = {
+        "loo": lambda g: mpe.loo(linear_model, guide, result.params, X, y, groups=g),
+        "exact_loo": lambda g: mpe.exact_loo(linear_model, guide, result.params, X, y, groups=g),
+        "perturb": lambda g: mpe.perturb(linear_model, guide, result.params, [1], X, y, groups=g),
+    }
+    for entry in entries.values():
+        with pytest.raises(TypeError, match=r"groups mixes label types: example 0 has the number"):
+            entry(mixed)
+        for labels in (nan_object, nan_float):
+            with pytest.raises(ValueError, match="groups holds nan at example 1"):
+                entry(labels)
+
+
+def test_string_group_labels_work(kidiq_fit):
+    X, y, guide, result = kidiq_fit
+    labels = np.where(np.arange(len(y)) % 2 == 0, "even", "odd")
+    by_name = mpe.loo(linear_model, guide, result.params, X, y, groups=labels)
+    by_code = mpe.loo(linear_model, guide, result.params, X, y, groups=np.arange(len(y)) % 2)
+    assert list(by_name.elpd_i.group.values) == ["even", "odd"]
+    np.testing.assert_allclose(by_name.elpd_i.values, by_code.elpd_i.values, rtol=1e-12)
+
+
+def test_loo_checks_group_labels_before_any_work():
+    # model and guide are None: tracing or dispatch would fail with another error.
+    mixed = np.array(["a", 2] * 5, dtype=object)
+    with pytest.raises(TypeError, match="example 1 has the number label 2"):
+        mpe.loo(None, None, {}, groups=mixed)
+    with pytest.raises(ValueError, match="groups holds None at example 0"):
+        mpe.prepare_loo(None, None, groups=np.array([None, "a"], dtype=object))

@@ -20,6 +20,7 @@ from models import roaches, roaches_model
 from numpyro.infer import MCMC, NUTS
 
 import numpyro_mpe as mpe
+from numpyro_mpe.crossval.importance import importance_loo
 from numpyro_mpe.perturbation.perturb import perturb_mean_precision
 
 
@@ -165,3 +166,49 @@ def test_importance_argument_errors(wells, x64):
         mpe.loo(logistic_model, guide, fit.params, X, y, method="is", importance="some")
     with pytest.raises(ValueError, match="importance index 5000 is out of range"):
         mpe.loo(logistic_model, guide, fit.params, X, y, method="is", importance=[5000])
+
+
+@pytest.mark.parametrize(
+    ("num_samples", "error", "match"),
+    [
+        (0, ValueError, r"num_samples must be an integer >= 2 .*got 0$"),
+        (1, ValueError, r"num_samples must be an integer >= 2 .*got 1$"),
+        (-1, ValueError, r"num_samples must be an integer >= 2 .*got -1$"),
+        (2.5, TypeError, r"num_samples must be an integer >= 2 .*got 2\.5 of type float"),
+        (1000.0, TypeError, r"got 1000\.0 of type float"),
+        (True, TypeError, r"got True of type bool"),
+        (np.bool_(True), TypeError, r"of type bool"),
+    ],
+)
+def test_num_samples_is_checked_before_any_work(num_samples, error, match, monkeypatch):
+    """Was: ZeroDivisionError (0), IndexError (1), a reshape error (-1), 'float object
+    cannot be interpreted as an integer' (2.5), 'iota does not accept dtype bool'."""
+
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("the guide's loo was prepared before num_samples was checked")
+
+    monkeypatch.setattr("numpyro_mpe.crossval.mpe_loo.prepare_guide_loo", no_work)
+    X, y = np.ones((5, 1)), np.ones(5)
+    guide = mpe.AutoGaussian(roaches_model)
+    with pytest.raises(error, match=match):
+        mpe.loo(roaches_model, guide, {}, X, y, method="is", num_samples=num_samples)
+    with pytest.raises(error, match=match):
+        mpe.prepare_loo(roaches_model, guide, X, y, method="is", num_samples=num_samples)
+    with pytest.raises(error, match=match):
+        importance_loo(None, None, None, np.arange(1), num_samples=num_samples)
+
+
+def test_smallest_num_samples_runs(kidiq, x64):
+    from conftest import linear_model
+
+    X, y = kidiq
+    guide = mpe.AutoGaussian(linear_model)
+    fit = mpe.BLR(linear_model, guide, mpe.optim.newton()).run(
+        jax.random.PRNGKey(0), 10, X, y, progress_bar=False
+    )
+    # Gaussian-linear terms: q^{\i} is exact, so even 2 draws give the exact value.
+    result = mpe.loo(
+        linear_model, guide, fit.params, X, y, method="is", importance=[4], num_samples=2
+    )
+    exact = mpe.loo(linear_model, guide, fit.params, X, y)
+    assert result.elpd_i.values[4] == pytest.approx(exact.elpd_i.values[4], rel=1e-9)

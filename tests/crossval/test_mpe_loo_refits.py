@@ -93,3 +93,178 @@ def test_roaches_diagonal_family_is_rough(x64):
     error = np.abs(elpd.elpd_i.values - exact)
     assert 2.0 < abs(elpd.elpd - exact.sum()) < 20.0
     assert error.max() > 1.0
+
+
+def masked_normal(X, y, observed=True):
+    beta = numpyro.sample("beta", dist.Normal(0, 3).expand([2]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+    with numpyro.plate("data", X.shape[0]), numpyro.handlers.mask(mask=observed):
+        numpyro.sample("y", dist.Normal(X @ beta, sigma), obs=y)
+
+
+def masked_known_noise(X, y, observed=True):
+    beta = numpyro.sample("beta", dist.Normal(0, 3).expand([2]).to_event(1))
+    with numpyro.plate("data", X.shape[0]), numpyro.handlers.mask(mask=observed):
+        numpyro.sample("y", dist.Normal(X @ beta, 1.0), obs=y)
+
+
+def masked_two_sites(X, y, observed=True):
+    """Two observed sites: no predictor, the parameter-space (Laplace) form."""
+    beta = numpyro.sample("beta", dist.Normal(0, 3).expand([2]).to_event(1))
+    with numpyro.plate("data", X.shape[0]), numpyro.handlers.mask(mask=observed):
+        numpyro.sample("y", dist.Normal(X @ beta, 1.0), obs=y)
+        numpyro.sample("y_twice", dist.Normal(X @ beta, 2.0), obs=y)
+
+
+def masked_logistic(X, y, observed=True):
+    beta = numpyro.sample("beta", dist.Normal(0, 1).expand([2]).to_event(1))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Bernoulli(logits=X @ beta).mask(observed), obs=y)
+
+
+@pytest.mark.parametrize(
+    ("model", "method"),
+    [
+        (masked_normal, "cavity"),  # predictor (loc, log scale), K = 2
+        (masked_known_noise, "cavity"),  # closed-form predictive
+        (masked_two_sites, "laplace"),
+        (masked_logistic, "cavity"),  # adaptive 9-node rule
+    ],
+)
+def test_masked_examples_are_left_out_of_loo(x64, model, method):
+    """Examples masked out of the likelihood are not examples: the LOO of the masked
+    model on 60 rows is that of the same model fitted on the 50 unmasked ones (elpd, SE,
+    p, N), labelled by the kept rows' indices."""
+    rng = np.random.default_rng(5)
+    X = np.stack([np.ones(60), rng.normal(size=60)], axis=1)
+    if model is masked_logistic:
+        y = (rng.random(60) < 0.5).astype(float)
+    else:
+        y = X @ np.array([1.0, -0.5]) + rng.normal(size=60)
+    observed = np.arange(60) % 6 != 0
+    subset_guide = mpe.AutoGaussian(model)
+    subset_fit = mpe.BLR(model, subset_guide, mpe.optim.newton()).run(
+        jax.random.PRNGKey(0), 30, X[observed], y[observed], progress_bar=False
+    )
+    guide = mpe.AutoGaussian(model)
+    # Masked Bernoulli terms are 0 (probability one): BLR.run's separation check must
+    # not count them.
+    params = (
+        mpe.BLR(model, guide, mpe.optim.newton())
+        .run(jax.random.PRNGKey(0), 30, X, y, observed=observed, progress_bar=False)
+        .params
+    )
+    np.testing.assert_allclose(
+        params["auto_loc"], subset_fit.params["auto_loc"], rtol=1e-6, atol=1e-9
+    )
+    masked = mpe.loo(model, guide, params, X, y, observed=observed)
+    subset = mpe.loo(model, subset_guide, subset_fit.params, X[observed], y[observed])
+    assert masked.method == method
+    assert masked.n_data_points == subset.n_data_points == 50
+    np.testing.assert_array_equal(masked.elpd_i.coords["data"], np.flatnonzero(observed))
+    np.testing.assert_allclose(masked.elpd_i.values, subset.elpd_i.values, rtol=1e-6)
+    for field in ("elpd", "se", "p"):
+        np.testing.assert_allclose(getattr(masked, field), getattr(subset, field), rtol=1e-6)
+    if model is not masked_known_noise:
+        return
+    # Refits and leave-group-out leave the masked examples out the same way.
+    refits = mpe.exact_loo(model, guide, params, X, y, observed=observed)
+    subset_refits = mpe.exact_loo(model, subset_guide, subset_fit.params, X[observed], y[observed])
+    assert refits.n_data_points == 50
+    np.testing.assert_allclose(refits.elpd_i.values, subset_refits.elpd_i.values, rtol=1e-8)
+    groups = np.arange(60) % 12  # groups 0 and 6 hold masked examples only
+    by_group = mpe.loo(model, guide, params, X, y, observed=observed, groups=groups)
+    assert sorted(by_group.elpd_i.coords["group"].values) == [
+        g for g in range(12) if g not in (0, 6)
+    ]
+
+
+@pytest.mark.slow
+def test_multivariate_normal_observation_is_exact(x64):
+    """A Gaussian-linear model with a known 2x2 noise covariance is conjugate: MPE-LOO
+    (K = 2 tensor Gauss-Hermite) and the refits equal the closed form (measured: both
+    1.4e-12)."""
+    rng = np.random.default_rng(6)
+    X = np.stack([np.ones(40), rng.normal(size=40)], axis=1)
+    noise = np.array([[1.0, 0.3], [0.3, 0.5]])
+    Y = X @ np.array([[1.0, -1.0], [0.5, 2.0]]) + rng.multivariate_normal([0, 0], noise, 40)
+    prior_scale = 3.0
+
+    def model(X, Y=None):
+        W = numpyro.sample("W", dist.Normal(0, prior_scale).expand([2, 2]).to_event(2))
+        with numpyro.plate("data", X.shape[0]):
+            numpyro.sample("y", dist.MultivariateNormal(X @ W, covariance_matrix=noise), obs=Y)
+
+    # theta = W.ravel(): f_i = x_i^T W = J_i theta with J_i = x_i^T kron I_2.
+    J = np.stack([np.kron(x[None, :], np.eye(2)) for x in X])
+    noise_precision = np.linalg.inv(noise)
+    precision = np.eye(4) / prior_scale**2 + np.einsum("nkp,kl,nlq->pq", J, noise_precision, J)
+    shift = np.einsum("nkp,kl,nl->p", J, noise_precision, Y)
+    closed_form = np.empty(40)
+    for i in range(40):
+        cavity = precision - J[i].T @ noise_precision @ J[i]
+        mean = np.linalg.solve(cavity, shift - J[i].T @ noise_precision @ Y[i])
+        covariance = noise + J[i] @ np.linalg.solve(cavity, J[i].T)
+        residual = Y[i] - J[i] @ mean
+        closed_form[i] = -0.5 * (
+            np.linalg.slogdet(2 * np.pi * covariance)[1]
+            + residual @ np.linalg.solve(covariance, residual)
+        )
+    guide = mpe.AutoGaussian(model)
+    fit = mpe.BLR(model, guide, mpe.optim.newton()).run(
+        jax.random.PRNGKey(0), 5, X, Y, progress_bar=False
+    )
+    np.testing.assert_allclose(fit.params["auto_loc"], np.linalg.solve(precision, shift))
+    elpd = mpe.loo(model, guide, fit.params, X, Y)
+    np.testing.assert_allclose(elpd.elpd_i.values, closed_form, rtol=1e-8)
+    refits = mpe.exact_loo(model, guide, fit.params, X, Y, num_steps=5)
+    np.testing.assert_allclose(refits.elpd_i.values, closed_form, rtol=1e-8)
+
+
+def test_results_leave_out_masked_examples_and_empty_groups():
+    """``make_elpd_data(observed=...)``: masked examples leave the plate's arrays, groups
+    left without an example leave the group arrays, MPE-IS entries keep their labels."""
+    from numpyro_mpe.crossval.importance import ImportanceLOO
+    from numpyro_mpe.crossval.results import make_elpd_data
+
+    observed = np.array([True, False, True, False, True])
+    groups = make_elpd_data(
+        np.array([-1.0, -2.0, -3.0]),
+        np.array([-0.5, -1.5, -2.5]),
+        np.zeros(3),
+        dim="group",
+        threshold=0.7,
+        method="group-cavity",
+        covariance="dense",
+        coords=np.array(["a", "b", "c"]),
+        groups=("data", np.array([0, 1, 0, 1, 2]), -np.array([1.0, 0, 3, 0, 5]), np.zeros(3)),
+        observed=observed,
+    )
+    assert groups.n_data_points == 2  # group "b" has no observed example
+    np.testing.assert_array_equal(groups.elpd_i.coords["group"], ["a", "c"])
+    np.testing.assert_allclose(groups.elpd_i.values, [-1.0, -3.0])
+    np.testing.assert_array_equal(groups.group_of_example.coords["data"], [0, 2, 4])
+    np.testing.assert_array_equal(groups.group_of_example.values, ["a", "a", "c"])
+    np.testing.assert_allclose(groups.group_log_loss.values, [2.0, 5.0])
+    importance = ImportanceLOO(
+        elpd=np.array([-1.0, -4.0]),
+        pareto_k=np.array([0.1, 0.2]),
+        mcse=np.array([0.01, 0.01]),
+        shared_mcse=np.zeros(()),
+        mpe_proposal=np.array([True, True]),
+    )
+    examples = make_elpd_data(
+        np.arange(5.0) - 5,
+        np.arange(5.0) - 4,
+        np.array([0.0, 0.0, 0.0, 0.0, 0.9]),
+        dim="data",
+        threshold=0.7,
+        method="is",
+        covariance="dense",
+        importance=(np.array([1, 4]), importance, 1000),
+        observed=observed,
+    )
+    assert examples.n_data_points == 3 and not examples.warning  # 4 was importance-sampled
+    np.testing.assert_array_equal(examples.elpd_i.coords["data"], [0, 2, 4])
+    np.testing.assert_array_equal(examples.importance_pareto_k.coords["data"], [4])
+    np.testing.assert_allclose(examples.se, np.sqrt(3 * np.var([-5.0, -3.0, -1.0])))

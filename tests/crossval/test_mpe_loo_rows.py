@@ -110,6 +110,7 @@ def test_unsliceable_model_falls_back_to_streaming(x64):
     np.testing.assert_allclose(fallback.elpd_i.values, sliced.elpd_i.values, rtol=1e-10)
 
 
+@pytest.mark.filterwarnings("ignore:loo. the params are not a fit")  # mid-fit or other data
 def test_row_slicing_is_probed_once_per_structure(x64, monkeypatch):
     """Repeated ``loo`` calls (MPE-LOO at every checkpoint) do not probe the model again."""
     import numpyro_mpe.core.rows as rows

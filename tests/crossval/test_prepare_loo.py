@@ -11,6 +11,7 @@ import numpyro_mpe as mpe
 from numpyro_mpe.conjugate.guide import AutoConjugate
 
 
+@pytest.mark.filterwarnings("ignore:loo. the params are not a fit")  # mid-fit or other data
 def test_prepared_equals_loo_at_every_params(wells, x64):
     """Two iterations of one iBLR fit: the prepared function gives ``loo``'s numbers."""
     X, y = wells

@@ -116,6 +116,7 @@ def test_blr_update_does_not_recompile(wells, x64):
     assert np.isfinite(info.loss)
 
 
+@pytest.mark.filterwarnings("ignore:loo. the params are not a fit")  # mid-fit or other data
 def test_loo_and_perturb_compile_once(wells_fit):
     X, y, guide, result = wells_fit
     mpe.loo(logistic_model, guide, result.params, X, y)
@@ -197,7 +198,7 @@ def test_perturb_and_loo_input_errors(wells_fit):
     weights = np.ones(3020)
     weights[9] = 1.5
     with pytest.raises(ValueError, match=r"weight 1.5 at index 9 is outside \[0, 1\]"):
-        mpe.perturb(logistic_model, guide, result.params, weights, X, y)
+        mpe.perturb(logistic_model, guide, result.params, None, X, y, weights=weights)
     with pytest.raises(ValueError, match="method must be one of"):
         mpe.loo(logistic_model, guide, result.params, X, y, method="exact")
     with pytest.raises(ValueError, match="reliability_threshold must be in"):
@@ -238,7 +239,7 @@ def test_run_warns_when_no_step_decreases_the_loss(wells, x64):
     state = blr.init(jax.random.PRNGKey(0), X, y)
     # A negative damping makes H + mu I indefinite, and no retry is allowed: no step.
     state = state._replace(optim_state=state.optim_state._replace(damping=jnp.array(-1e6)))
-    with pytest.warns(RuntimeWarning, match="no step decreased the loss"):
+    with pytest.warns(mpe.ConvergenceWarning, match="no step decreased the loss"):
         fit = blr.run(jax.random.PRNGKey(0), 5, X, y, init_state=state, progress_bar=False)
     # Newton's info says converged (it stops there), the result does not.
     assert fit.converged is False

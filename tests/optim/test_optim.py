@@ -90,6 +90,7 @@ def test_iblr_matches_laplace_on_wells(wells_fit, batch_size, num_steps):
     assert abs(elpd_iblr - elpd_newton.elpd) < 0.5
 
 
+@pytest.mark.filterwarnings("ignore:loo. the params are not a fit")  # mid-fit or other data
 def test_loo_at_any_iblr_iteration(wells, x64):
     X, y = wells
     guide = mpe.AutoGaussian(logistic_model, covariance="diag")

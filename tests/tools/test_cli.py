@@ -13,7 +13,7 @@ import pytest
 from test_report import SECTIONS, assert_png_images, parse
 
 from numpyro_mpe.datasets import load_wells
-from numpyro_mpe.tools.cli import main
+from numpyro_mpe.tools.cli import load_columns, main
 
 ROOT = Path(__file__).resolve().parents[2]
 NUM_ROWS = 200
@@ -100,6 +100,8 @@ def _bad_inputs(model_path: Path, csv_path: Path, tmp_path: Path) -> dict[str, t
     text.write_text("X.0,y\n1,0\n1,yes\n")
     syntax = tmp_path / "syntax.py"
     syntax.write_text("def model(:\n")
+    script = tmp_path / "script.py"
+    script.write_text("import sys\n\ndef model(X):\n    pass\n\nsys.exit(3)\n")
     data = ["--data", str(csv_path)]
     return {
         "missing model file": (
@@ -115,6 +117,10 @@ def _bad_inputs(model_path: Path, csv_path: Path, tmp_path: Path) -> dict[str, t
         "file does not import": (
             ["report", f"{syntax}:model", *data],
             "importing .*syntax.py' failed: SyntaxError",
+        ),
+        "file calls sys.exit": (
+            ["report", f"{script}:model", *data],
+            r"importing .*script.py' called sys.exit\(3\); move the script part",
         ),
         "missing data file": (
             ["report", f"{model_path}:logistic", "--data", str(tmp_path / "none.csv")],
@@ -150,6 +156,7 @@ BAD_INPUTS = [
     "not callable",
     "no function named",
     "file does not import",
+    "file calls sys.exit",
     "missing data file",
     "missing column",
     "matrix columns with a gap",
@@ -179,6 +186,14 @@ def test_model_error_is_one_line(files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("numpyro-mpe: error: ModelError: argument 'X' contains nan")
+
+
+def test_csv_with_a_byte_order_mark_is_read(tmp_path):
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("X.0,y\n1,0\n2,1\n".encode("utf-8-sig"))
+    columns = load_columns(str(bom))
+    assert list(columns) == ["X.0", "y"]
+    np.testing.assert_array_equal(columns["X.0"], [1.0, 2.0])
 
 
 def test_bad_input_as_a_program(files, tmp_path):
