@@ -668,7 +668,8 @@ class BLR:
         plate_model = trace_model(
             self.model, *args, plate=self.plate, with_predictor=False, **kwargs
         )
-        log_lik = np.asarray(jax.jit(plate_model.log_lik)(params[self.guide.loc_name]))
+        # Eager, not jitted: a jit of this fresh function would compile on every run.
+        log_lik = np.asarray(plate_model.log_lik(params[self.guide.loc_name]))
         if plate_model.observed_mask is not None:  # masked examples have no term
             log_lik = log_lik[plate_model.observed_mask]
         saturated = int(np.sum(log_lik > _SATURATED_LOG_LIK))
