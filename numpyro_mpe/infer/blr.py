@@ -23,7 +23,7 @@ from numpyro_mpe.core.model import ModelError, join_arguments, split_arguments, 
 from numpyro_mpe.core.rows import MinibatchPlan, gather_rows, leading_axis_mask, plan_row_slicing
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.infer.minibatch import check_batch_size, minibatch_indices
-from numpyro_mpe.optim.base import NaturalGradientOptimizer, check_schedule
+from numpyro_mpe.optim.base import NaturalGradientOptimizer, check_count, check_schedule
 
 __all__ = [
     "BLR",
@@ -73,10 +73,8 @@ def _check_integer(name: str, value: Any) -> int:
 
 def _check_steps(name: str, value: Any) -> int:
     """``value`` as an int of at least 1, or a ``TypeError`` / ``ValueError`` naming it."""
-    value = _check_integer(name, value)
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
+    check_count(name, value, 1)
+    return int(value)
 
 
 class BLRState(NamedTuple):
