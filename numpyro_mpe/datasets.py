@@ -29,8 +29,27 @@ class Wells(NamedTuple):
     educ: np.ndarray
 
     def design(self, *columns: str) -> np.ndarray:
-        """Design matrix ``(N, 1 + len(columns))``: an intercept, then ``dist100`` (dist /
-        100) or any attribute by name."""
+        """Design matrix ``(N, 1 + len(columns))``: an intercept, then each column by name,
+        one of ``Wells._fields`` or ``"dist100"`` (dist / 100).
+
+        Raises
+        ------
+        TypeError
+            A column given by something other than its name (an index, a list).
+        ValueError
+            An unknown column name (the valid ones are listed) or a column given twice.
+        """
+        valid = (*self._fields, "dist100")
+        for position, column in enumerate(columns):
+            if not isinstance(column, str):
+                raise TypeError(
+                    f"design takes column names, one of {valid}; got {column!r} "
+                    f"({type(column).__name__}) at position {position}"
+                )
+            if column not in valid:
+                raise ValueError(f"design: unknown column {column!r}; the columns are {valid}")
+            if column in columns[:position]:
+                raise ValueError(f"design: column {column!r} given twice")
         values = [np.ones_like(self.dist)]
         for column in columns:
             values.append(self.dist / 100 if column == "dist100" else getattr(self, column))

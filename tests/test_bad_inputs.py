@@ -345,6 +345,13 @@ def sgd_state(size: int = 2) -> SVIState:
     return SVIState((jnp.asarray(3), (raw, optax.sgd(1e-2).init(raw))), None, key())
 
 
+def optax_state(optimizer, steps: int = 3, loc=(0.3, 1.0)) -> SVIState:
+    """As :func:`sgd_state` for any optax ``optimizer`` (its ``init`` moments, so Adam's
+    own count is 0), ``steps`` numpyro steps and the AutoDelta locations ``loc``."""
+    raw = {"beta_auto_loc": jnp.asarray(loc, float)}
+    return SVIState((jnp.asarray(steps), (raw, optimizer.init(raw))), None, key())
+
+
 def quadratic_loss(theta):
     return 0.5 * jnp.sum((theta - 1.0) ** 2)
 
@@ -385,21 +392,42 @@ CASES = [
         "init_precision_zero",
         lambda: mpe.AutoGaussian(logistic_model, init_precision=0),
         ValueError,
-        r"init_precision must be positive, got 0",
+        r"init_precision must be in \(0, inf\), got 0",
     ),
     Case(
         "AutoGaussian",
         "init_precision_negative",
         lambda: mpe.AutoGaussian(logistic_model, init_precision=-1.0),
         ValueError,
-        r"init_precision must be positive, got -1.0",
+        r"init_precision must be in \(0, inf\), got -1.0",
     ),
     Case(
         "AutoGaussian",
         "init_precision_nan",
         lambda: mpe.AutoGaussian(logistic_model, init_precision=NAN),
         ValueError,
-        r"init_precision must be positive, got nan",
+        r"init_precision must be in \(0, inf\), got nan",
+    ),
+    Case(
+        "AutoGaussian",
+        "init_precision_inf",
+        lambda: mpe.AutoGaussian(logistic_model, init_precision=INF),
+        ValueError,
+        r"init_precision must be in \(0, inf\), got inf",
+    ),
+    Case(
+        "AutoGaussian",
+        "init_precision_string",
+        lambda: mpe.AutoGaussian(logistic_model, init_precision="1"),
+        TypeError,
+        r"init_precision must be a number, got '1'",
+    ),
+    Case(
+        "AutoGaussian",
+        "init_loc_fn_none",
+        lambda: mpe.AutoGaussian(logistic_model, init_loc_fn=None),
+        TypeError,
+        r"init_loc_fn must be a numpyro init strategy .*got NoneType",
     ),
     Case(
         "AutoGaussian.checked_mean_precision",
@@ -486,6 +514,60 @@ CASES = [
         r"not positive definite \(smallest eigenvalue -1\)",
     ),
     Case(
+        "AutoGaussian.checked_mean_precision",
+        "precision_not_symmetric",
+        lambda: T().guide.checked_mean_precision(gaussian(np.zeros(2), [[2.0, 0.5], [0.0, 2.0]])),
+        ValueError,
+        r"'auto_precision' is not symmetric: auto_precision\[0, 1\] = 0.5 but "
+        r"auto_precision\[1, 0\] = 0 \(the largest asymmetry, 0.5,",
+    ),
+    Case(
+        "AutoGaussian.checked_mean_precision",
+        "mean_complex",
+        lambda: T().guide.checked_mean_precision(
+            {"auto_loc": np.zeros(2, complex), "auto_precision": np.eye(2)}
+        ),
+        ValueError,
+        r"'auto_loc' must hold real numbers, got dtype complex128",
+    ),
+    Case(
+        "AutoGaussian.checked_mean_precision",
+        "precision_bool",
+        lambda: T().guide.checked_mean_precision(
+            {"auto_loc": np.zeros(2), "auto_precision": np.eye(2, dtype=bool)}
+        ),
+        ValueError,
+        r"'auto_precision' must hold real numbers, got dtype bool",
+    ),
+    Case(
+        "AutoGaussian.checked_mean_precision",
+        "mean_string",
+        lambda: T().guide.checked_mean_precision({"auto_loc": "ab", "auto_precision": np.eye(2)}),
+        ValueError,
+        r"'auto_loc' must hold real numbers, got str 'ab'",
+    ),
+    Case(
+        "AutoGaussian.checked_mean_precision",
+        "mean_none",
+        lambda: T().guide.checked_mean_precision({"auto_loc": None, "auto_precision": np.eye(2)}),
+        ValueError,
+        r"'auto_loc' must hold real numbers, got None",
+    ),
+    Case(
+        "AutoGaussian.checked_mean_precision",
+        "mean_empty",
+        lambda: T().guide.checked_mean_precision(gaussian(np.zeros(0), np.zeros((0, 0)))),
+        ValueError,
+        r"'auto_loc' is empty \(shape \(0,\)\); P must be >= 1",
+    ),
+    Case(
+        "AutoGaussian.checked_mean_precision",
+        "num_latents_string",
+        lambda: T().guide.checked_mean_precision(T().params, num_latents="2"),
+        TypeError,
+        r"num_latents must be an integer, got '2'",
+    ),
+    Case(
         "AutoGaussian.params_from_mean_precision",
         "dense_given_diagonal",
         lambda: T().guide.params_from_mean_precision(jnp.zeros(2), jnp.ones(2)),
@@ -498,6 +580,215 @@ CASES = [
         lambda: T().diag_guide.params_from_mean_precision(jnp.zeros(2), jnp.eye(2)),
         ValueError,
         r"a diag AutoGaussian needs a precision with 1 dimension\(s\), got shape \(2, 2\)",
+    ),
+    Case(
+        "AutoGaussian.params_from_mean_precision",
+        "mean_of_another_size",
+        lambda: T().guide.params_from_mean_precision(jnp.zeros(3), jnp.eye(2)),
+        ValueError,
+        r"mean and precision must have shapes \(P,\) and \(P, P\), got \(3,\) and \(2, 2\)",
+    ),
+    Case(
+        "AutoGaussian.params_from_mean_precision",
+        "mean_2d",
+        lambda: T().guide.params_from_mean_precision(jnp.zeros((2, 1)), jnp.eye(2)),
+        ValueError,
+        r"mean and precision must have shapes \(P,\) and \(P, P\), got \(2, 1\) and \(2, 2\)",
+    ),
+    Case(
+        "AutoGaussian.params_from_mean_precision",
+        "precision_complex",
+        lambda: T().guide.params_from_mean_precision(np.zeros(2), np.eye(2, dtype=complex)),
+        ValueError,
+        r"'precision' must hold real numbers, got dtype complex128",
+    ),
+    Case(
+        "AutoGaussian.params_from_natural",
+        "eta2_positive_definite",
+        lambda: T().guide.params_from_natural(jnp.zeros(2), jnp.eye(2)),
+        NotPD,
+        r"params_from_natural: the precision is not positive definite \(smallest eigenvalue "
+        r"-2\); eta2 = -S / 2 must be negative definite",
+    ),
+    Case(
+        "AutoGaussian.params_from_natural",
+        "diag_eta2_positive",
+        lambda: T().diag_guide.params_from_natural(jnp.zeros(2), jnp.array([-1.0, 1.0])),
+        NotPD,
+        r"not positive definite \(smallest eigenvalue -2\); eta2 = -S / 2 must be negative",
+    ),
+    Case(
+        "AutoGaussian.params_from_natural",
+        "eta1_of_another_size",
+        lambda: T().guide.params_from_natural(jnp.zeros(3), -jnp.eye(2)),
+        ValueError,
+        r"eta1 and eta2 of shapes \(P,\) and \(P, P\), got \(3,\) and \(2, 2\)",
+    ),
+    Case(
+        "AutoGaussian.params_from_natural",
+        "eta2_not_symmetric",
+        lambda: T().guide.params_from_natural(jnp.zeros(2), jnp.array([[-1.0, 0.3], [0.0, -1.0]])),
+        ValueError,
+        r"'eta2' is not symmetric: eta2\[0, 1\] = 0.3 but eta2\[1, 0\] = 0",
+    ),
+    Case(
+        "AutoGaussian.params_from_natural",
+        "eta1_nan",
+        lambda: T().guide.params_from_natural(jnp.array([0.0, NAN]), -jnp.eye(2)),
+        ValueError,
+        r"'eta1' is not finite at index \(1,\) \(nan\)",
+    ),
+    Case(
+        "AutoGaussian.quantiles",
+        "level_above_one",
+        lambda: T().guide.quantiles(T().params, [1.5]),
+        ValueError,
+        r"AutoGaussian.quantiles: quantiles must be in \(0, 1\), got 1.5 at index 0",
+    ),
+    Case(
+        "AutoGaussian.quantiles",
+        "level_zero",
+        lambda: T().guide.quantiles(T().params, [0.5, 0.0]),
+        ValueError,
+        r"quantiles must be in \(0, 1\), got 0.0 at index 1",
+    ),
+    Case(
+        "AutoGaussian.quantiles",
+        "level_none",
+        lambda: T().guide.quantiles(T().params, None),
+        ValueError,
+        r"'quantiles' must hold real numbers, got None",
+    ),
+    Case(
+        "AutoGaussian.quantiles",
+        "params_empty",
+        lambda: T().guide.quantiles({}, [0.5]),
+        ValueError,
+        r"AutoGaussian.quantiles: params lack \['auto_loc', 'auto_precision'\]",
+    ),
+    Case(
+        "AutoGaussian.sample_posterior",
+        "params_empty",
+        lambda: T().guide.sample_posterior(key(), {}, T().X, T().y),
+        ValueError,
+        r"AutoGaussian.sample_posterior: params lack \['auto_loc', 'auto_precision'\]",
+    ),
+    Case(
+        "AutoGaussian.sample_posterior",
+        "precision_not_symmetric",
+        lambda: T().guide.sample_posterior(
+            key(), gaussian(np.zeros(2), [[2.0, 0.5], [0.0, 2.0]]), T().X, T().y
+        ),
+        ValueError,
+        r"AutoGaussian.sample_posterior: 'auto_precision' is not symmetric",
+    ),
+    Case(
+        "AutoGaussian.sample_posterior",
+        "params_of_another_model",
+        lambda: mpe.AutoGaussian(logistic_model).sample_posterior(
+            key(), gaussian(np.zeros(3), np.eye(3)), T().X, T().y
+        ),
+        ValueError,
+        r"AutoGaussian.sample_posterior: params hold 3 latents but the model has P = 2",
+    ),
+    Case(
+        "AutoGaussian.sample_posterior",
+        "without_the_model_arguments",
+        lambda: mpe.AutoGaussian(logistic_model).sample_posterior(key(), T().params),
+        RuntimeError,
+        r"the guide has not seen the model yet, and the model failed to trace with the "
+        r"arguments given \(TypeError: .*missing 1 required positional argument: 'X'\)",
+    ),
+    Case(
+        "AutoGaussian.sample_posterior",
+        "sample_shape_negative",
+        lambda: T().guide.sample_posterior(key(), T().params, T().X, T().y, sample_shape=(-1,)),
+        ValueError,
+        r"sample_shape\[0\] must be at least 0, got -1",
+    ),
+    Case(
+        "AutoGaussian.sample_posterior",
+        "sample_shape_int",
+        lambda: T().guide.sample_posterior(key(), T().params, T().X, T().y, sample_shape=100),
+        TypeError,
+        r"sample_shape must be a tuple of integers, e.g. \(1000,\); got 100",
+    ),
+    Case(
+        "AutoGaussian.sample_posterior",
+        "rng_key_none",
+        lambda: T().guide.sample_posterior(None, T().params, T().X, T().y),
+        TypeError,
+        r"AutoGaussian.sample_posterior: rng_key must be a jax PRNG key.*got None",
+    ),
+    Case(
+        "AutoGaussian.median",
+        "params_empty",
+        lambda: T().guide.median({}),
+        ValueError,
+        r"AutoGaussian.median: params lack \['auto_loc', 'auto_precision'\]",
+    ),
+    Case(
+        "AutoGaussian.median",
+        "guide_never_set_up",
+        lambda: mpe.AutoGaussian(logistic_model).median(T().params),
+        RuntimeError,
+        r"AutoGaussian.median: the guide has not seen the model yet .*BLR.run",
+    ),
+    Case(
+        "AutoGaussian.get_posterior",
+        "params_empty",
+        lambda: T().guide.get_posterior({}),
+        ValueError,
+        r"AutoGaussian.get_posterior: params lack \['auto_loc', 'auto_precision'\]",
+    ),
+    Case(
+        "AutoGaussian.get_posterior",
+        "precision_indefinite",
+        lambda: T().guide.get_posterior(gaussian(np.zeros(2), [[1.0, 2.0], [2.0, 1.0]])),
+        NotPD,
+        r"AutoGaussian.get_posterior: the precision is not positive definite",
+    ),
+    Case(
+        "AutoGaussian.get_transform",
+        "params_empty",
+        lambda: T().guide.get_transform({}),
+        ValueError,
+        r"AutoGaussian.get_transform: params lack \['auto_loc', 'auto_precision'\]",
+    ),
+    Case(
+        "AutoGaussian.get_base_dist",
+        "guide_never_set_up",
+        lambda: mpe.AutoGaussian(logistic_model).get_base_dist(),
+        RuntimeError,
+        r"AutoGaussian.get_base_dist: the guide has not seen the model yet",
+    ),
+    Case(
+        "AutoGaussian.natural_params",
+        "params_empty",
+        lambda: T().guide.natural_params({}),
+        ValueError,
+        r"AutoGaussian.natural_params: params lack \['auto_loc', 'auto_precision'\]",
+    ),
+    Case(
+        "AutoGaussian.natural_params",
+        "precision_not_symmetric",
+        lambda: T().guide.natural_params(gaussian(np.zeros(2), [[2.0, 0.5], [0.0, 2.0]])),
+        ValueError,
+        r"AutoGaussian.natural_params: 'auto_precision' is not symmetric",
+    ),
+    Case(
+        "AutoGaussian.mean_precision",
+        "params_empty",
+        lambda: T().guide.mean_precision({}),
+        ValueError,
+        r"AutoGaussian.mean_precision: params lack \['auto_loc', 'auto_precision'\]",
+    ),
+    Case(
+        "AutoGaussian.mean_precision",
+        "dense_precision_in_diag_guide",
+        lambda: T().diag_guide.mean_precision(T().params),
+        ValueError,
+        r"dense precision \(2, 2\) but the guide is AutoGaussian\(covariance='diag'\)",
     ),
     # ---- BLR: constructor
     Case(
@@ -917,8 +1208,15 @@ CASES = [
         "trace_model",
         "plate_int",
         lambda: trace(plate=0),
-        ModelError,
-        r"no observed site is inside plate '0'",
+        TypeError,
+        r"plate must be a plate's name \(a str\) or None, got 0",
+    ),
+    Case(
+        "trace_model",
+        "plate_list",
+        lambda: trace(plate=["data"]),
+        TypeError,
+        r"plate must be a plate's name \(a str\) or None, got \['data'\]",
     ),
     Case(
         "trace_model",
@@ -976,6 +1274,87 @@ CASES = [
         ModelError,
         r"observed sites are in plates of different sizes: 'y' in plates \['rows'\]",
     ),
+    Case(
+        "trace_model",
+        "y_list",
+        lambda: trace(logistic_model, T().X, list(T().y)),
+        ModelError,
+        r"observed site 'y' got a list of 40 values \(positional argument 1\); numpyro "
+        r"distributions need an array",
+    ),
+    Case(
+        "trace_model",
+        "y_tuple_keyword",
+        lambda: mpe.trace_model(scaled_logistic, T().X, y=tuple(T().y)),
+        ModelError,
+        r"observed site 'y' got a tuple of 40 values \(argument 'y'\)",
+    ),
+    Case(
+        "trace_model",
+        "with_predictor_string",
+        lambda: trace(with_predictor="logits"),
+        TypeError,
+        r"with_predictor must be True, False or a tuple of the observation's parameter "
+        r"names .*got 'logits'",
+    ),
+    Case(
+        "trace_model",
+        "with_predictor_none",
+        lambda: trace(with_predictor=None),
+        TypeError,
+        r"with_predictor must be True, False or a tuple .*got None",
+    ),
+    Case(
+        "trace_model",
+        "with_predictor_unknown_name",
+        lambda: trace(with_predictor=("probs",)),
+        ModelError,
+        r"with_predictor names \['probs'\] are not all parameters of the observed site 'y' "
+        r"\(BernoulliLogits\), whose continuous parameters are \['logits'\]",
+    ),
+    # ---- PlateModel (from trace_model): shapes of theta and weights, also under jit
+    Case(
+        "PlateModel.log_joint",
+        "theta_of_another_model",
+        lambda: trace().log_joint(jnp.zeros(3)),
+        ValueError,
+        r"theta must have shape \(P,\) = \(2,\) \(2 flat latents in the model\), got \(3,\)",
+    ),
+    Case(
+        "PlateModel.log_joint",
+        "weights_short",
+        lambda: trace().log_joint(jnp.zeros(2), jnp.ones(NUM_EXAMPLES - 1)),
+        ValueError,
+        r"weights must have shape \(N,\) = \(40,\) \(40 examples in the model\), got \(39,\)",
+    ),
+    Case(
+        "PlateModel.log_joint",
+        "weights_scalar",
+        lambda: trace().log_joint(jnp.zeros(2), 1.0),
+        ValueError,
+        r"weights must have shape \(N,\) = \(40,\) .*got \(\)",
+    ),
+    Case(
+        "PlateModel.log_joint",
+        "weights_column_under_jit",
+        lambda: jax.jit(trace().log_joint)(jnp.zeros(2), jnp.ones((NUM_EXAMPLES, 1))),
+        ValueError,
+        r"weights must have shape \(N,\) = \(40,\) .*got \(40, 1\)",
+    ),
+    Case(
+        "PlateModel.log_lik",
+        "theta_batch",
+        lambda: trace().log_lik(jnp.zeros((5, 2))),
+        ValueError,
+        r"theta must have shape \(P,\) = \(2,\) .*got \(5, 2\)",
+    ),
+    Case(
+        "PlateModel.unravel",
+        "theta_short",
+        lambda: trace().unravel(jnp.zeros(1)),
+        ValueError,
+        r"theta must have shape \(P,\) = \(2,\) .*got \(1,\)",
+    ),
     # ---- loo
     Case(
         "loo",
@@ -1014,6 +1393,97 @@ CASES = [
     ),
     Case(
         "loo",
+        "reliability_threshold_string",
+        lambda: loo(reliability_threshold="0.7"),
+        TypeError,
+        r"reliability_threshold must be a number, got '0.7'",
+    ),
+    Case(
+        "loo",
+        "reliability_threshold_none",
+        lambda: loo(reliability_threshold=None),
+        TypeError,
+        r"reliability_threshold must be a number, got None",
+    ),
+    Case(
+        "loo",
+        "reliability_threshold_negative",
+        lambda: loo(reliability_threshold=-0.5),
+        ValueError,
+        r"reliability_threshold must be in \(0, 1\], got -0.5",
+    ),
+    Case(
+        "loo",
+        "reliability_threshold_array",
+        lambda: loo(reliability_threshold=np.array([0.5, 0.7])),
+        TypeError,
+        r"reliability_threshold must be a number, got array\(\[0.5, 0.7\]\)",
+    ),
+    Case(
+        "loo",
+        "num_samples_string",
+        lambda: loo(method="is", num_samples="100"),
+        TypeError,
+        r"num_samples must be an integer >= 2 .*got '100' of type str",
+    ),
+    Case(
+        "loo",
+        "num_samples_none",
+        lambda: loo(num_samples=None),
+        TypeError,
+        r"num_samples must be an integer >= 2 .*got None of type NoneType",
+    ),
+    Case(
+        "loo",
+        "seed_string",
+        lambda: loo(method="is", seed="0"),
+        TypeError,
+        r"seed must be an integer, got '0'",
+    ),
+    Case(
+        "loo",
+        "seed_float",
+        lambda: loo(method="is", seed=1.5),
+        TypeError,
+        r"seed must be an integer, got 1.5",
+    ),
+    Case(
+        "loo",
+        "seed_none",
+        lambda: loo(seed=None),
+        TypeError,
+        r"seed must be an integer, got None",
+    ),
+    Case(
+        "loo",
+        "seed_negative",
+        lambda: loo(method="is", seed=-1),
+        ValueError,
+        r"seed must be at least 0, got -1",
+    ),
+    Case(
+        "loo",
+        "seed_key",
+        lambda: loo(method="is", seed=key()),
+        TypeError,
+        r"seed must be an integer, got Array\(\[0, 0\]",
+    ),
+    Case(
+        "loo",
+        "plate_list",
+        lambda: loo(plate=["data"]),
+        TypeError,
+        r"plate must be a plate's name \(a str\) or None, got \['data'\]",
+    ),
+    Case(
+        "loo",
+        "y_list",
+        lambda: loo(T().X, list(T().y)),
+        ModelError,
+        r"observed site 'y' got a list of 40 values \(positional argument 1\)",
+    ),
+    Case(
+        "loo",
         "num_samples_float",
         lambda: loo(num_samples=2.5),
         TypeError,
@@ -1032,6 +1502,20 @@ CASES = [
         lambda: loo(method="is", importance="some"),
         ValueError,
         r"importance must be 'poor', 'all' or indices, got 'some'",
+    ),
+    Case(
+        "loo",
+        "importance_misspelt_with_cavity",
+        lambda: loo(importance="al"),
+        ValueError,
+        r"importance must be 'poor', 'all' or indices, got 'al'",
+    ),
+    Case(
+        "loo",
+        "importance_none",
+        lambda: loo(method="is", importance=None),
+        ValueError,
+        r"importance must be 'poor', 'all' or indices, got None",
     ),
     Case(
         "loo",
@@ -1109,6 +1593,20 @@ CASES = [
         lambda: loo(params=gaussian(np.zeros(2), -np.eye(2))),
         NotPD,
         r"loo: the precision is not positive definite \(smallest eigenvalue -1\)",
+    ),
+    Case(
+        "loo",
+        "params_precision_not_symmetric",
+        lambda: loo(params=gaussian(np.zeros(2), [[2.0, 0.5], [0.0, 2.0]])),
+        ValueError,
+        r"loo: 'auto_precision' is not symmetric: auto_precision\[0, 1\] = 0.5",
+    ),
+    Case(
+        "loo",
+        "params_mean_complex",
+        lambda: loo(params={"auto_loc": np.zeros(2, complex), "auto_precision": np.eye(2)}),
+        ValueError,
+        r"loo: 'auto_loc' must hold real numbers, got dtype complex128",
     ),
     Case(
         "loo",
@@ -1205,6 +1703,15 @@ CASES = [
     ),
     Case(
         "loo",
+        "conjugate_concentration_vector",
+        lambda: beta_loo(
+            params={"auto_concentration1": np.full(3, 300.0), "auto_concentration0": 300.0}
+        ),
+        ValueError,
+        r"loo: 'auto_concentration1' must be a scalar in a beta posterior, got shape \(3,\)",
+    ),
+    Case(
+        "loo",
         "conjugate_groups",
         lambda: beta_loo(groups=np.arange(10) % 2),
         ValueError,
@@ -1240,6 +1747,22 @@ CASES = [
         lambda: mpe.prepare_loo(logistic_model, T().guide, T().X, T().y, num_samples=False),
         TypeError,
         r"num_samples must be an integer >= 2 .*got False",
+    ),
+    Case(
+        "prepare_loo",
+        "reliability_threshold_string",
+        lambda: mpe.prepare_loo(
+            logistic_model, T().guide, T().X, T().y, reliability_threshold="high"
+        ),
+        TypeError,
+        r"reliability_threshold must be a number, got 'high'",
+    ),
+    Case(
+        "prepare_loo",
+        "seed_string",
+        lambda: mpe.prepare_loo(logistic_model, T().guide, T().X, T().y, method="is", seed="1"),
+        TypeError,
+        r"seed must be an integer, got '1'",
     ),
     Case(
         "prepare_loo",
@@ -1351,6 +1874,13 @@ CASES = [
     ),
     Case(
         "perturb",
+        "params_precision_not_symmetric",
+        lambda: perturb([0], params=gaussian(np.zeros(2), [[2.0, 0.5], [0.0, 2.0]])),
+        ValueError,
+        r"perturb: 'auto_precision' is not symmetric: auto_precision\[0, 1\] = 0.5",
+    ),
+    Case(
+        "perturb",
         "guide_none",
         lambda: mpe.perturb(logistic_model, None, T().params, [0], T().X, T().y),
         TypeError,
@@ -1376,6 +1906,13 @@ CASES = [
         lambda: perturb([0], T().X, with_value(T().y, (3,), -INF)),
         ModelError,
         r"positional argument 1 contains -inf at index \(3,\)",
+    ),
+    Case(
+        "perturb",
+        "y_list",
+        lambda: perturb([0], T().X, list(T().y)),
+        ModelError,
+        r"observed site 'y' got a list of 40 values \(positional argument 1\)",
     ),
     Case(
         "perturb",
@@ -1406,6 +1943,13 @@ CASES = [
         ),
         ValueError,
         r"removing these examples leaves an improper beta posterior",
+    ),
+    Case(
+        "perturb",
+        "conjugate_concentration_inf",
+        lambda: beta_perturb([0], params={"auto_concentration1": INF, "auto_concentration0": 2.0}),
+        ValueError,
+        r"perturb: 'auto_concentration1' is not finite \(inf\)",
     ),
     # ---- removal_weights
     Case(
@@ -1520,6 +2064,41 @@ CASES = [
         TypeError,
         r"weights must be real numbers in \[0, 1\].*got dtype <U1",
     ),
+    Case(
+        "removal_weights",
+        "num_examples_negative",
+        lambda: mpe.removal_weights([0], -1),
+        ValueError,
+        r"num_examples must be at least 0, got -1",
+    ),
+    Case(
+        "removal_weights",
+        "num_examples_float",
+        lambda: mpe.removal_weights([0], 2.5),
+        TypeError,
+        r"num_examples must be an integer, got 2.5",
+    ),
+    Case(
+        "removal_weights",
+        "num_examples_string",
+        lambda: mpe.removal_weights([0], "40"),
+        TypeError,
+        r"num_examples must be an integer, got '40'",
+    ),
+    Case(
+        "removal_weights",
+        "num_examples_none",
+        lambda: mpe.removal_weights(None, None, weights=np.ones(40)),
+        TypeError,
+        r"num_examples must be an integer, got None",
+    ),
+    Case(
+        "removal_weights",
+        "num_examples_bool",
+        lambda: mpe.removal_weights([0], True),
+        TypeError,
+        r"num_examples must be an integer, got True",
+    ),
     # ---- sensitivity
     Case(
         "sensitivity",
@@ -1555,6 +2134,20 @@ CASES = [
         lambda: sensitivity(with_value(T().X, (0, 1), NAN), T().y),
         ModelError,
         r"positional argument 0 contains nan at index \(0, 1\)",
+    ),
+    Case(
+        "sensitivity",
+        "y_list",
+        lambda: sensitivity(T().X, list(T().y)),
+        ModelError,
+        r"observed site 'y' got a list of 40 values \(positional argument 1\)",
+    ),
+    Case(
+        "sensitivity",
+        "plate_int",
+        lambda: sensitivity(plate=1),
+        TypeError,
+        r"plate must be a plate's name \(a str\) or None, got 1",
     ),
     # ---- exact_loo
     Case(
@@ -1664,6 +2257,15 @@ CASES = [
     ),
     Case(
         "exact_loo",
+        "diag_optimizer_for_dense_guide",
+        # Diagonal iBLR refits once passed for refits of the dense guide's family.
+        lambda: exact_loo(optimizer=optim.iblr(0.1)),
+        ValueError,
+        r"exact_loo: the optimizer keeps a diag precision but the guide is "
+        r"AutoGaussian\(covariance='dense'\)",
+    ),
+    Case(
+        "exact_loo",
         "num_samples_zero",
         lambda: exact_loo(num_samples=0),
         ValueError,
@@ -1682,6 +2284,13 @@ CASES = [
         lambda: exact_loo(seed="a"),
         TypeError,
         r"seed must be an integer, got 'a'",
+    ),
+    Case(
+        "exact_loo",
+        "seed_negative",
+        lambda: exact_loo(seed=-1),
+        ValueError,
+        r"seed must be at least 0, got -1",
     ),
     Case(
         "exact_loo",
@@ -1803,6 +2412,20 @@ CASES = [
         ModelError,
         r"no observed site is inside plate 'rows'",
     ),
+    Case(
+        "mcmc_loo",
+        "rng_key_int",
+        lambda: mcmc_loo(rng_key=0),
+        TypeError,
+        r"mcmc_loo: rng_key must be a jax PRNG key.*got int 0",
+    ),
+    Case(
+        "mcmc_loo",
+        "rng_key_string",
+        lambda: mcmc_loo(rng_key="0"),
+        TypeError,
+        r"mcmc_loo: rng_key must be a jax PRNG key.*got str '0'",
+    ),
     # ---- psis_loo
     Case(
         "psis_loo",
@@ -1855,6 +2478,13 @@ CASES = [
     ),
     Case(
         "psis_loo",
+        "float16_inf",
+        lambda: mpe.psis_loo(with_value(LOG_LIK, (1, 2, 3), INF).astype(np.float16)),
+        ValueError,
+        r"log_lik has 1 non-finite value\(s\); the first is inf at index \(1, 2, 3\)",
+    ),
+    Case(
+        "psis_loo",
         "complex",
         lambda: mpe.psis_loo(LOG_LIK + 0j),
         TypeError,
@@ -1900,7 +2530,70 @@ CASES = [
         "chunk_size_negative",
         lambda: mpe.psis_loo(LOG_LIK[0], chunk_size=-1),
         ValueError,
-        r"chunk_size must be positive; got -1",
+        r"chunk_size must be at least 1, got -1",
+    ),
+    Case(
+        "psis_loo",
+        "chunk_size_zero",
+        lambda: mpe.psis_loo(LOG_LIK, chunk_size=0),
+        ValueError,
+        r"chunk_size must be at least 1, got 0",
+    ),
+    Case(
+        "psis_loo",
+        "chunk_size_float",
+        lambda: mpe.psis_loo(LOG_LIK, chunk_size=2.5),
+        TypeError,
+        r"chunk_size must be an integer, got 2.5",
+    ),
+    Case(
+        "psis_loo",
+        "chunk_size_bool",
+        lambda: mpe.psis_loo(LOG_LIK, chunk_size=True),
+        TypeError,
+        r"chunk_size must be an integer, got True",
+    ),
+    Case(
+        "psis_loo",
+        "return_log_weights_string",
+        lambda: mpe.psis_loo(LOG_LIK, return_log_weights="no"),
+        TypeError,
+        r"return_log_weights must be True or False, got 'no'",
+    ),
+    Case(
+        "psis_loo",
+        "r_eff_string",
+        lambda: mpe.psis_loo(LOG_LIK, r_eff="1"),
+        TypeError,
+        r"r_eff must be a real number or real numbers, one per observation; got dtype <U1",
+    ),
+    Case(
+        "psis_loo",
+        "r_eff_bool",
+        lambda: mpe.psis_loo(LOG_LIK, r_eff=True),
+        TypeError,
+        r"r_eff must be a real number .*got dtype bool \(True\)",
+    ),
+    Case(
+        "psis_loo",
+        "dataset",
+        lambda: mpe.psis_loo(xr.Dataset({"y": (("chain", "draw", "obs"), LOG_LIK)})),
+        TypeError,
+        r"log_lik must be an array or a DataArray .*got a Dataset: pick one variable",
+    ),
+    Case(
+        "psis_loo",
+        "dict",
+        lambda: mpe.psis_loo({"y": LOG_LIK}),
+        TypeError,
+        r"log_lik must be an array or a DataArray .*got a dict",
+    ),
+    Case(
+        "psis_loo",
+        "ragged_lists",
+        lambda: mpe.psis_loo([[0.0, 1.0], [0.0]]),
+        ValueError,
+        r"log_lik must be a rectangular array of shape \(chain, draw, obs\) or \(draw, obs\)",
     ),
     Case(
         "psis_loo",
@@ -1951,6 +2644,35 @@ CASES = [
         lambda: mpe.relative_eff(with_value(LOG_LIK, (0, 4, 1), NAN)),
         ValueError,
         r"the first is nan at index \(0, 4, 1\) \(chain 0, draw 4, obs_dim 1\)",
+    ),
+    Case(
+        "relative_eff",
+        "chunk_size_negative",
+        lambda: mpe.relative_eff(LOG_LIK, chunk_size=-1),
+        ValueError,
+        r"chunk_size must be at least 1, got -1",
+    ),
+    Case(
+        "relative_eff",
+        "chunk_size_float",
+        lambda: mpe.relative_eff(LOG_LIK, chunk_size=2.0),
+        TypeError,
+        r"chunk_size must be an integer, got 2.0",
+    ),
+    Case(
+        "relative_eff",
+        "log_string",
+        lambda: mpe.relative_eff(LOG_LIK, log="no"),
+        TypeError,
+        r"log must be True or False, got 'no'",
+    ),
+    Case(
+        "relative_eff",
+        "log_false_with_log_likelihoods",
+        lambda: mpe.relative_eff(LOG_LIK, log=False),
+        ValueError,
+        r"with log=False, log_lik must hold likelihoods \(>= 0\); .* negative value\(s\), "
+        r"the first -?\d.* \(chain 0, draw 0, obs_dim 0\)\. Pass log=True",
     ),
     # ---- approximate_posterior_loo
     Case(
@@ -2007,7 +2729,43 @@ CASES = [
         "chunk_size_negative",
         lambda: mpe.approximate_posterior_loo(LOG_LIK, LOG_P, LOG_Q, chunk_size=-1),
         ValueError,
-        r"chunk_size must be positive; got -1",
+        r"chunk_size must be at least 1, got -1",
+    ),
+    Case(
+        "approximate_posterior_loo",
+        "log_p_transposed",
+        lambda: mpe.approximate_posterior_loo(LOG_LIK, LOG_P.T, LOG_Q),
+        ValueError,
+        r"log_p must have one value per draw of log_lik, shape \(chain, draw\) = \(2, 50\) or "
+        r"\(100,\) .*got shape \(50, 2\)\. That is \(draw, chain\)",
+    ),
+    Case(
+        "approximate_posterior_loo",
+        "log_q_transposed",
+        lambda: mpe.approximate_posterior_loo(LOG_LIK, LOG_P, LOG_Q.T),
+        ValueError,
+        r"log_q must have one value per draw of log_lik, .*got shape \(50, 2\)",
+    ),
+    Case(
+        "approximate_posterior_loo",
+        "log_q_flat_log_p_not",
+        lambda: mpe.approximate_posterior_loo(LOG_LIK, LOG_P, LOG_Q.ravel()),
+        ValueError,
+        r"log_q must have the shape of log_p, \(2, 50\); got shape \(100,\)",
+    ),
+    Case(
+        "approximate_posterior_loo",
+        "log_p_complex",
+        lambda: mpe.approximate_posterior_loo(LOG_LIK, LOG_P + 1j, LOG_Q),
+        TypeError,
+        r"log_p must be real-valued; got dtype complex128",
+    ),
+    Case(
+        "approximate_posterior_loo",
+        "return_log_weights_string",
+        lambda: mpe.approximate_posterior_loo(LOG_LIK, LOG_P, LOG_Q, return_log_weights="yes"),
+        TypeError,
+        r"return_log_weights must be True or False, got 'yes'",
     ),
     # ---- compare_loo
     Case(
@@ -2043,7 +2801,58 @@ CASES = [
         "seconds_negative",
         lambda: mpe.compare_loo({"a": refit_result()}, seconds={"a": -1.0}),
         ValueError,
-        r"seconds\['a'\] must be non-negative; got -1.0",
+        r"seconds\['a'\] must be in \[0, inf\), got -1.0",
+    ),
+    Case(
+        "compare_loo",
+        "seconds_nan",
+        lambda: mpe.compare_loo({"a": refit_result()}, seconds={"a": NAN}),
+        ValueError,
+        r"seconds\['a'\] must be in \[0, inf\), got nan",
+    ),
+    Case(
+        "compare_loo",
+        "seconds_string",
+        lambda: mpe.compare_loo({"a": refit_result()}, seconds={"a": "2.5"}),
+        TypeError,
+        r"seconds\['a'\] must be a number, got '2.5'",
+    ),
+    Case(
+        "compare_loo",
+        "seconds_list",
+        lambda: mpe.compare_loo({"a": refit_result(), "b": refit_result()}, seconds=[1.0, 2.0]),
+        TypeError,
+        r"seconds must be a dict \{name: wall time in seconds, ...\}.*got \[1.0, 2.0\]",
+    ),
+    Case(
+        "compare_loo",
+        "results_list",
+        lambda: mpe.compare_loo([refit_result(), refit_result(0.1)]),
+        TypeError,
+        r"results must be a dict \{name: ELPDData result, ...\}.*got list",
+    ),
+    Case(
+        "compare_loo",
+        "results_one_result",
+        lambda: mpe.compare_loo(refit_result()),
+        TypeError,
+        r"results must be a dict .*got ELPDDataRefit",
+    ),
+    Case(
+        "compare_loo",
+        "reference_list",
+        lambda: mpe.compare_loo({"a": refit_result(), "b": refit_result()}, reference=["a"]),
+        ValueError,
+        r"reference \['a'\] is not one of the results",
+    ),
+    Case(
+        "compare_loo",
+        "pointwise_nan",
+        lambda: mpe.compare_loo(
+            {"a": refit_result(), "r": Pointwise(xr.DataArray([0.0, NAN, 0.0, 0.0], dims="d"))}
+        ),
+        ValueError,
+        r"result 'r': elpd_i has 1 non-finite value\(s\); the first is nan at position 1",
     ),
     Case(
         "compare_loo",
@@ -2122,6 +2931,54 @@ CASES = [
     ),
     Case(
         "plot_loo_comparison",
+        "ax_string",
+        lambda: mpe.plot_loo_comparison({"a": refit_result(), "b": refit_result(0.1)}, ax="ax"),
+        TypeError,
+        r"ax must be a matplotlib Axes or a sequence of Axes.*got str 'ax'",
+    ),
+    Case(
+        "plot_loo_comparison",
+        "ax_list_of_none",
+        lambda: mpe.plot_loo_comparison({"a": refit_result(), "b": refit_result(0.1)}, ax=[None]),
+        TypeError,
+        r"ax must be a matplotlib Axes .*got NoneType None \(entry 0\)",
+    ),
+    Case(
+        "plot_loo_comparison",
+        "path_in_missing_folder",
+        lambda: mpe.plot_loo_comparison(
+            {"a": refit_result(), "b": refit_result(0.1)}, path=T().folder / "missing" / "c.png"
+        ),
+        FileNotFoundError,
+        r"path '.*c\.png': folder '.*missing' does not exist",
+    ),
+    Case(
+        "plot_loo_comparison",
+        "path_is_a_folder",
+        lambda: mpe.plot_loo_comparison(
+            {"a": refit_result(), "b": refit_result(0.1)}, path=T().folder
+        ),
+        ValueError,
+        r"path '.*reports\d*' is a folder; give a file name",
+    ),
+    Case(
+        "plot_loo_comparison",
+        "path_unknown_format",
+        lambda: mpe.plot_loo_comparison(
+            {"a": refit_result(), "b": refit_result(0.1)}, path=T().folder / "c.csv"
+        ),
+        ValueError,
+        r"path '.*c\.csv': matplotlib cannot save a '\.csv' file; use one of .*png",
+    ),
+    Case(
+        "plot_loo_comparison",
+        "results_list",
+        lambda: mpe.plot_loo_comparison([refit_result(), refit_result(0.1)]),
+        TypeError,
+        r"results must be a dict \{name: ELPDData result, ...\}.*got list",
+    ),
+    Case(
+        "plot_loo_comparison",
         "no_shared_examples",
         lambda: mpe.plot_loo_comparison(
             {"a": refit_result(), "c": refit_result(0, np.arange(10, 14))}
@@ -2181,6 +3038,77 @@ CASES = [
     ),
     Case(
         "select_prior",
+        "values_strings",
+        lambda: select_prior(["a"]),
+        TypeError,
+        r"values must be a 1-d sequence of numbers, got list \['a'\]",
+    ),
+    Case(
+        "select_prior",
+        "values_bools",
+        lambda: select_prior([True, False]),
+        TypeError,
+        r"values must be a 1-d sequence of numbers, got list \[True, False\]",
+    ),
+    Case(
+        "select_prior",
+        "values_none",
+        lambda: select_prior(None),
+        TypeError,
+        r"values must be a 1-d sequence of numbers, got NoneType None",
+    ),
+    Case(
+        "select_prior",
+        "values_negative_scale_after_a_valid_one",
+        lambda: select_prior([1.0, -1.0]),
+        ModelError,
+        r"the model fails at prior_scale = -1 \(values\[1\]\); each value must be valid for "
+        r"the model, a scale positive: .*Normal distribution got invalid scale parameter",
+    ),
+    Case(
+        "select_prior",
+        "values_zero_scale",
+        lambda: select_prior([0.0]),
+        ModelError,
+        r"the model fails at prior_scale = 0 \(values\[0\]\)",
+    ),
+    Case(
+        "select_prior",
+        "model_none",
+        lambda: mpe.select_prior(None, "prior_scale", [1.0], T().X, T().y),
+        TypeError,
+        r"model must be a NumPyro model \(a function\), got NoneType",
+    ),
+    Case(
+        "select_prior",
+        "method_typo",
+        lambda: select_prior(method="laplce"),
+        ValueError,
+        r"method must be one of \('cavity', 'paper', 'is'\), got 'laplce'",
+    ),
+    Case(
+        "select_prior",
+        "seed_string",
+        lambda: select_prior(seed="a"),
+        TypeError,
+        r"seed must be an integer, got 'a'",
+    ),
+    Case(
+        "select_prior",
+        "seed_float",
+        lambda: select_prior(seed=1.5),
+        TypeError,
+        r"seed must be an integer, got 1.5",
+    ),
+    Case(
+        "select_prior",
+        "seed_negative",
+        lambda: select_prior(seed=-1),
+        ValueError,
+        r"seed must be at least 0, got -1",
+    ),
+    Case(
+        "select_prior",
         "swept_argument_passed_too",
         lambda: select_prior(prior_scale=2.0),
         ValueError,
@@ -2225,6 +3153,51 @@ CASES = [
         ),
         ValueError,
         r"reference 'test' has shape \(1, 2\); expected \(2,\)",
+    ),
+    Case(
+        "plot_prior_selection",
+        "selection_none",
+        lambda: mpe.plot_prior_selection(None),
+        TypeError,
+        r"selection must be the PriorSelection that select_prior returns, got NoneType",
+    ),
+    Case(
+        "plot_prior_selection",
+        "selection_dict",
+        lambda: mpe.plot_prior_selection({"values": [0.5, 1.0]}),
+        TypeError,
+        r"selection must be the PriorSelection that select_prior returns, got dict",
+    ),
+    Case(
+        "plot_prior_selection",
+        "references_list",
+        lambda: mpe.plot_prior_selection(prior_selection(), [1.0, 2.0]),
+        TypeError,
+        r"references must be a dict of label to curve .*got list",
+    ),
+    Case(
+        "plot_prior_selection",
+        "reference_strings",
+        lambda: mpe.plot_prior_selection(prior_selection(), {"test": ["a", "b"]}),
+        TypeError,
+        r"reference 'test' must be numbers, one per value, got \['a', 'b'\]",
+    ),
+    Case(
+        "plot_prior_selection",
+        "ax_string",
+        lambda: mpe.plot_prior_selection(prior_selection(), ax="left"),
+        TypeError,
+        r"ax must be a matplotlib Axes, got str",
+    ),
+    Case(
+        "plot_prior_selection",
+        "log_scale_with_a_zero_value",
+        lambda: mpe.plot_prior_selection(
+            prior_selection()._replace(values=np.array([0.0, 1.0])), ax=Figure().subplots()
+        ),
+        ValueError,
+        r"log_scale needs positive values; prior_scale holds 0 at index 0: pass "
+        r"log_scale=False",
     ),
     # ---- report
     Case(
@@ -2271,6 +3244,27 @@ CASES = [
     ),
     Case(
         "report",
+        "overwrite_string",
+        lambda: report(path=T().existing_html, overwrite="no"),
+        TypeError,
+        r"overwrite must be True or False, got 'no'",
+    ),
+    Case(
+        "report",
+        "path_none",
+        lambda: mpe.report(logistic_model, T().guide, T().params, T().X, T().y, path=None),
+        TypeError,
+        r"path must be a file name \(a str or a pathlib.Path\), got NoneType None",
+    ),
+    Case(
+        "report",
+        "guide_autoconjugate",
+        lambda: report(guide=mpe.AutoConjugate(logistic_model)),
+        TypeError,
+        r"report needs the model's fitted numpyro_mpe.AutoGaussian .*got guide AutoConjugate",
+    ),
+    Case(
+        "report",
         "path_in_missing_folder",
         lambda: report(path=T().folder / "missing" / "report.html"),
         FileNotFoundError,
@@ -2288,7 +3282,8 @@ CASES = [
         "data_list",
         lambda: report(data=[1, 2]),
         TypeError,
-        r"data must be a mapping of column name to array or a numpy structured array, got list",
+        r"data must be a mapping of column name to array, a numpy structured array or a "
+        r"pandas DataFrame, got list",
     ),
     Case(
         "report",
@@ -2299,10 +3294,88 @@ CASES = [
     ),
     Case(
         "report",
+        "models_list",
+        lambda: report(models=[(logistic_model, T().guide, T().params)]),
+        TypeError,
+        r"models must be a mapping of name to \(model, guide, params\), got list",
+    ),
+    Case(
+        "report",
+        "models_value_a_model",
+        lambda: report(models={"plain": logistic_model}),
+        TypeError,
+        r"model 'plain' in models must be a tuple \(model, guide, params\), got function",
+    ),
+    Case(
+        "report",
+        "models_value_a_pair",
+        lambda: report(models={"plain": (logistic_model, T().guide)}),
+        TypeError,
+        r"model 'plain' in models must be a tuple \(model, guide, params\), got a tuple of "
+        r"length 2",
+    ),
+    Case(
+        "report",
+        "models_model_a_string",
+        lambda: report(models={"plain": ("logistic_model", T().guide, T().params)}),
+        TypeError,
+        r"model 'plain' in models: its model must be a NumPyro model \(a function\), got str",
+    ),
+    Case(
+        "report",
+        "models_guide_none",
+        lambda: report(models={"plain": (logistic_model, None, T().params)}),
+        TypeError,
+        r"model 'plain' in models: its guide must be a numpyro_mpe.AutoGaussian or "
+        r"numpyro_mpe.AutoConjugate, got NoneType",
+    ),
+    Case(
+        "report",
+        "models_params_empty",
+        lambda: report(models={"plain": (logistic_model, T().guide, {})}),
+        ValueError,
+        r"model 'plain' in models: params lack \['auto_loc', 'auto_precision'\]",
+    ),
+    Case(
+        "report",
+        "models_params_of_the_diagonal_guide",
+        lambda: report(models={"plain": (logistic_model, T().guide, T().diag_params)}),
+        ValueError,
+        r"model 'plain' in models: params hold a diag precision \(2,\) but the guide is "
+        r"AutoGaussian\(covariance='dense'\)",
+    ),
+    Case(
+        "report",
+        "models_model_without_observations",
+        lambda: report(models={"prior": (no_observation, T().guide, T().params)}),
+        ModelError,
+        r"model 'prior' in models: ",
+    ),
+    Case(
+        "report",
+        "models_two_named_alike",
+        lambda: report(
+            models={
+                1: (logistic_model, T().guide, T().params),
+                "1": (logistic_model, T().guide, T().params),
+            }
+        ),
+        ValueError,
+        r"models has two models named '1'",
+    ),
+    Case(
+        "report",
         "params_empty",
         lambda: report(params={}),
         ValueError,
-        r"loo: params lack \['auto_loc', 'auto_precision'\]",
+        r"report: params lack \['auto_loc', 'auto_precision'\]",
+    ),
+    Case(
+        "report",
+        "params_of_another_size",
+        lambda: report(params=gaussian([0.0], [[1.0]])),
+        ValueError,
+        r"report: params hold 1 latents but the model has P = 2",
     ),
     Case(
         "report",
@@ -2373,7 +3446,7 @@ CASES = [
         "prior_precision_negative",
         lambda: mpe.posterior_from_svi(svi(), sgd_state(), T().X, T().y, prior_precision=-100.0),
         ValueError,
-        r"the precision has non-positive entries \(\[-60. -60.\]\); pass prior_precision",
+        r"prior_precision must be in \[0, inf\), got -100.0",
     ),
     Case(
         "posterior_from_svi",
@@ -2382,7 +3455,123 @@ CASES = [
             svi(), sgd_state(), T().X, T().y, sgd_precision=-1e6, prior_precision=1.0
         ),
         ValueError,
-        r"the precision has non-positive entries",
+        r"sgd_precision must be in \(0, inf\), got -1000000.0",
+    ),
+    Case(
+        "posterior_from_svi",
+        "prior_precision_inf",
+        lambda: mpe.posterior_from_svi(svi(), sgd_state(), T().X, T().y, prior_precision=INF),
+        ValueError,
+        r"prior_precision must be in \[0, inf\), got inf",
+    ),
+    Case(
+        "posterior_from_svi",
+        "prior_precision_entry_nan",
+        lambda: mpe.posterior_from_svi(
+            svi(), sgd_state(), T().X, T().y, prior_precision=np.array([1.0, NAN])
+        ),
+        ValueError,
+        r"prior_precision must be finite and >= 0, got nan at index \(1,\)",
+    ),
+    Case(
+        "posterior_from_svi",
+        "prior_precision_of_another_length",
+        lambda: mpe.posterior_from_svi(
+            svi(), sgd_state(), T().X, T().y, prior_precision=np.ones(3)
+        ),
+        ValueError,
+        r"prior_precision must be a scalar or of shape \(2,\) \(the flat latent vector\), "
+        r"got shape \(3,\)",
+    ),
+    Case(
+        "posterior_from_svi",
+        "prior_precision_by_site",
+        lambda: mpe.posterior_from_svi(
+            svi(), sgd_state(), T().X, T().y, prior_precision={"beta": np.ones(2)}
+        ),
+        TypeError,
+        r"prior_precision must be a number or a \(P,\) array of numbers .*got dict",
+    ),
+    Case(
+        "posterior_from_svi",
+        "sgd_precision_inf",
+        lambda: mpe.posterior_from_svi(svi(), sgd_state(), T().X, T().y, sgd_precision=INF),
+        ValueError,
+        r"sgd_precision must be in \(0, inf\), got inf",
+    ),
+    Case(
+        "posterior_from_svi",
+        "sgd_precision_string",
+        lambda: mpe.posterior_from_svi(svi(), sgd_state(), T().X, T().y, sgd_precision="5"),
+        TypeError,
+        r"sgd_precision must be a number, got '5'",
+    ),
+    Case(
+        "posterior_from_svi",
+        "sgd_precision_for_adam",
+        lambda: mpe.posterior_from_svi(
+            svi(), optax_state(optax.adam(1e-2)), T().X, T().y, sgd_precision=40.0
+        ),
+        ValueError,
+        r"sgd_precision=40.0 is for an SGD state, but this optax state is adam's",
+    ),
+    Case(
+        "posterior_from_svi",
+        "decay_one",
+        lambda: mpe.posterior_from_svi(
+            svi(), optax_state(optax.adam(1e-2)), T().X, T().y, decay=1.0
+        ),
+        ValueError,
+        r"decay must be in \[0, 1\), got 1.0",
+    ),
+    Case(
+        "posterior_from_svi",
+        "decay_negative",
+        lambda: mpe.posterior_from_svi(
+            svi(), optax_state(optax.rmsprop(1e-2)), T().X, T().y, decay=-1
+        ),
+        ValueError,
+        r"decay must be in \[0, 1\), got -1",
+    ),
+    Case(
+        "posterior_from_svi",
+        "decay_nan",
+        lambda: mpe.posterior_from_svi(
+            svi(), optax_state(optax.adam(1e-2)), T().X, T().y, decay=NAN
+        ),
+        ValueError,
+        r"decay must be in \[0, 1\), got nan",
+    ),
+    Case(
+        "posterior_from_svi",
+        "decay_for_sgd",
+        lambda: mpe.posterior_from_svi(svi(), sgd_state(), T().X, T().y, decay=0.9),
+        ValueError,
+        r"decay=0.9 is the decay of Adam's or RMSprop's squared-gradient average, but this "
+        r"optax state has none \(SGD\)",
+    ),
+    Case(
+        "posterior_from_svi",
+        "adam_state_without_steps",
+        lambda: mpe.posterior_from_svi(svi(), optax_state(optax.adam(1e-2)), T().X, T().y),
+        ValueError,
+        r"svi_state has taken 0 optimizer steps \(the state of svi.init\)",
+    ),
+    Case(
+        "posterior_from_svi",
+        "sgd_state_without_steps",
+        lambda: mpe.posterior_from_svi(svi(), optax_state(optax.sgd(1e-2), steps=0), T().X, T().y),
+        ValueError,
+        r"svi_state has taken 0 optimizer steps",
+    ),
+    Case(
+        "posterior_from_svi",
+        "diverged_params",
+        lambda: mpe.posterior_from_svi(
+            svi(), optax_state(optax.sgd(1e-2), loc=(0.3, NAN)), T().X, T().y
+        ),
+        ValueError,
+        r"the AutoDelta params hold nan at flat latent index 1: the SVI run diverged",
     ),
     Case(
         "posterior_from_svi",
@@ -2443,6 +3632,153 @@ CASES = [
         ValueError,
         r"params \['auto_concentration0', 'auto_concentration1'\] are not AutoConjugate "
         r"params \(prefix 'post'\)",
+    ),
+    Case(
+        "AutoConjugate",
+        "plate_int",
+        lambda: mpe.AutoConjugate(beta_binomial, plate=3),
+        TypeError,
+        r"plate must be a plate's name \(a str\) or None, got 3",
+    ),
+    Case(
+        "AutoConjugate.family",
+        "params_none",
+        lambda: T().beta_guide.family(None),
+        ValueError,
+        r"AutoConjugate.family: params must be a dict of guide params, got <class 'NoneType'>",
+    ),
+    Case(
+        "AutoConjugate.natural_params",
+        "key_misspelt",
+        lambda: T().beta_guide.natural_params(
+            {"auto_concentraton1": 2.0, "auto_concentration0": 3.0}
+        ),
+        ValueError,
+        r"are not AutoConjugate params \(prefix 'auto'\); each family holds these keys: "
+        r"beta \['auto_concentration1', 'auto_concentration0'\]",
+    ),
+    Case(
+        "AutoConjugate.natural_params",
+        "concentration_vector",
+        lambda: T().beta_guide.natural_params(
+            {"auto_concentration1": np.ones(3), "auto_concentration0": 2.0}
+        ),
+        ValueError,
+        r"'auto_concentration1' must be a scalar in a beta posterior, got shape \(3,\)",
+    ),
+    Case(
+        "AutoConjugate.natural_params",
+        "concentration_inf",
+        lambda: T().beta_guide.natural_params(
+            {"auto_concentration1": INF, "auto_concentration0": 2.0}
+        ),
+        ValueError,
+        r"'auto_concentration1' is not finite \(inf\)",
+    ),
+    Case(
+        "AutoConjugate.natural_params",
+        "concentration_complex",
+        lambda: T().beta_guide.natural_params(
+            {"auto_concentration1": 1 + 1j, "auto_concentration0": 2.0}
+        ),
+        ValueError,
+        r"'auto_concentration1' must hold real numbers, got dtype complex128",
+    ),
+    Case(
+        "AutoConjugate.natural_params",
+        "normal_precision_not_symmetric",
+        lambda: T().beta_guide.natural_params(gaussian(np.zeros(2), [[2.0, 0.5], [0.0, 2.0]])),
+        ValueError,
+        r"'auto_precision' is not symmetric: auto_precision\[0, 1\] = 0.5",
+    ),
+    Case(
+        "AutoConjugate.params_from_natural",
+        "family_misspelt",
+        lambda: T().beta_guide.params_from_natural("betta", (1.0, 2.0)),
+        ValueError,
+        r"family must be one of \('beta', 'gamma', 'dirichlet', 'normal', 'nig'\), got 'betta'",
+    ),
+    Case(
+        "AutoConjugate.params_from_natural",
+        "concentration_vector",
+        lambda: T().beta_guide.params_from_natural("beta", (jnp.ones(3), 2.0)),
+        ValueError,
+        r"'eta\[0\]' must be a scalar in a beta posterior, got shape \(3,\)",
+    ),
+    Case(
+        "AutoConjugate.params_from_natural",
+        "concentration_inf",
+        lambda: T().beta_guide.params_from_natural("beta", (INF, 2.0)),
+        ValueError,
+        r"'eta\[0\]' is not finite \(inf\)",
+    ),
+    Case(
+        "AutoConjugate.params_from_natural",
+        "eta_too_short",
+        lambda: T().beta_guide.params_from_natural("beta", (1.0,)),
+        ValueError,
+        r"eta must be a tuple of the 2 natural parameters of the beta family, got 1 entries",
+    ),
+    Case(
+        "AutoConjugate.params_from_natural",
+        "concentration_negative",
+        lambda: T().beta_guide.params_from_natural("beta", (-5.0, 2.0)),
+        ValueError,
+        r"improper beta posterior: concentration1 is not positive \(auto_concentration1 = -4.0\)",
+    ),
+    Case(
+        "AutoConjugate.params_from_natural",
+        "normal_eta_positive_definite",
+        lambda: T().beta_guide.params_from_natural("normal", (jnp.zeros(2), jnp.eye(2))),
+        NotPD,
+        r"smallest eigenvalue -2\); eta\[1\] = -P / 2 must be negative definite",
+    ),
+    Case(
+        "AutoConjugate.params_from_natural",
+        "normal_sizes_differ",
+        lambda: T().beta_guide.params_from_natural("normal", (jnp.zeros(3), -jnp.eye(2))),
+        ValueError,
+        r"'eta\[0\]' \(3,\) and 'eta\[1\]' \(2, 2\) must have shapes \(D,\) and \(D, D\)",
+    ),
+    Case(
+        "AutoConjugate.sample_posterior",
+        "params_empty",
+        lambda: T().beta_guide.sample_posterior(key(), {}, T().at_bats, T().hits),
+        ValueError,
+        r"AutoConjugate.sample_posterior: params \[\] are not AutoConjugate params",
+    ),
+    Case(
+        "AutoConjugate.sample_posterior",
+        "params_of_another_family",
+        lambda: T().beta_guide.sample_posterior(key(), T().params, T().at_bats),
+        ValueError,
+        r"AutoConjugate.sample_posterior: params hold a normal posterior but the model is a "
+        r"beta model",
+    ),
+    Case(
+        "AutoConjugate.sample_posterior",
+        "sample_shape_negative",
+        lambda: T().beta_guide.sample_posterior(
+            key(), T().beta_params, T().at_bats, sample_shape=(-2,)
+        ),
+        ValueError,
+        r"sample_shape\[0\] must be at least 0, got -2",
+    ),
+    Case(
+        "AutoConjugate.sample_posterior",
+        "sample_shape_fractional",
+        lambda: T().beta_guide.sample_posterior(
+            key(), T().beta_params, T().at_bats, sample_shape=(2.5,)
+        ),
+        TypeError,
+        r"sample_shape\[0\] must be an integer, got 2.5",
+    ),
+    Case(
+        "AutoConjugate.sample_posterior",
+        "rng_key_none",
+        lambda: T().beta_guide.sample_posterior(None, T().beta_params, T().at_bats),
+        TypeError,
+        r"AutoConjugate.sample_posterior: rng_key must be a jax PRNG key",
     ),
     # ---- optim factories and the update functions of the optimizers they return
     Case(
@@ -2544,6 +3880,52 @@ CASES = [
         r"max_damping_steps must be an integer, got 2.5",
     ),
     Case(
+        "optim.newton",
+        "mean_precision_covariance_full",
+        lambda: optim.newton().mean_precision(
+            optim.newton().init(jnp.zeros(2), quadratic_loss), "full"
+        ),
+        ValueError,
+        r"covariance must be one of \('dense', 'diag'\), got 'full'",
+    ),
+    Case(
+        "optim.newton",
+        "init_mean_matrix",
+        lambda: optim.newton().init(jnp.zeros((2, 2)), quadratic_loss),
+        ValueError,
+        r"newton.init: mean must have shape \(P,\) with P >= 1, got \(2, 2\)",
+    ),
+    Case(
+        "optim.newton",
+        "init_mean_integers",
+        lambda: optim.newton().init(np.array([0, 0]), quadratic_loss),
+        TypeError,
+        r"newton.init: mean must be floating point, got dtype int64",
+    ),
+    Case(
+        "optim.newton",
+        "init_mean_nan",
+        lambda: optim.newton().init(jnp.array([0.0, NAN]), quadratic_loss),
+        ValueError,
+        r"newton.init: mean contains nan at index 1",
+    ),
+    Case(
+        "optim.newton",
+        "init_loss_fn_none",
+        lambda: optim.newton().init(jnp.zeros(2), None),
+        TypeError,
+        r"newton.init: loss_fn must be a callable theta -> scalar loss, got NoneType",
+    ),
+    Case(
+        "optim.newton",
+        "update_state_of_iblr",
+        lambda: optim.newton().update(
+            optim.iblr(0.1, ess=10.0).init(jnp.zeros(2), quadratic_loss), quadratic_loss
+        ),
+        TypeError,
+        r"newton.update: state must be a NewtonState .*got IBLRState",
+    ),
+    Case(
         "optim.online_newton",
         "lr_string",
         lambda: optim.online_newton("0.5"),
@@ -2556,6 +3938,75 @@ CASES = [
         lambda: optim.online_newton(rtol=float("nan")),
         ValueError,
         r"rtol must be in \[0, inf\), got nan",
+    ),
+    Case(
+        "optim.online_newton",
+        "precision_init_negative",
+        lambda: optim.online_newton(precision_init=-1),
+        ValueError,
+        r"precision_init must be in \(0, inf\), got -1",
+    ),
+    Case(
+        "optim.online_newton",
+        "precision_init_entry_zero",
+        lambda: optim.online_newton(covariance="diag", precision_init=np.array([1.0, 0.0])),
+        ValueError,
+        r"precision_init must be positive, got 0.0 at index 1",
+    ),
+    Case(
+        "optim.online_newton",
+        "precision_init_indefinite",
+        lambda: optim.online_newton(precision_init=np.array([[1.0, 2.0], [2.0, 1.0]])),
+        ValueError,
+        r"precision_init must be positive definite, got smallest eigenvalue -1",
+    ),
+    Case(
+        "optim.online_newton",
+        "precision_init_string",
+        lambda: optim.online_newton(precision_init="1"),
+        TypeError,
+        r"precision_init must be a positive number or an array of them, got '1'",
+    ),
+    Case(
+        "optim.online_newton",
+        "precision_init_matrix_for_diag",
+        lambda: optim.online_newton(covariance="diag", precision_init=np.eye(2)),
+        ValueError,
+        r"precision_init must have shape \(\) or \(P,\) for covariance='diag', got \(2, 2\)",
+    ),
+    Case(
+        "optim.online_newton",
+        "init_precision_init_of_another_length",
+        lambda: optim.online_newton(precision_init=np.ones(3)).init(jnp.zeros(2), quadratic_loss),
+        ValueError,
+        r"online_newton.init: precision_init has shape \(3,\); for a mean of 2 entries and "
+        r"covariance='dense' it must have shape \(\), \(2,\) or \(2, 2\)",
+    ),
+    Case(
+        "optim.online_newton",
+        "init_mean_scalar",
+        lambda: optim.online_newton().init(jnp.zeros(()), quadratic_loss),
+        ValueError,
+        r"online_newton.init: mean must have shape \(P,\) with P >= 1, got \(\)",
+    ),
+    Case(
+        "optim.online_newton",
+        "update_state_of_the_dense_family",
+        lambda: optim.online_newton(0.5, covariance="diag").update(
+            optim.online_newton(0.5).init(jnp.zeros(2), quadratic_loss), quadratic_loss
+        ),
+        ValueError,
+        r"online_newton.update: the state's precision has shape \(2, 2\), but this optimizer "
+        r"keeps a covariance='diag' precision \(2,\)",
+    ),
+    Case(
+        "optim.online_newton",
+        "mean_precision_covariance_none",
+        lambda: optim.online_newton().mean_precision(
+            optim.online_newton().init(jnp.zeros(2), quadratic_loss), None
+        ),
+        ValueError,
+        r"covariance must be one of \('dense', 'diag'\), got None",
     ),
     Case(
         "optim.iblr",
@@ -2607,6 +4058,64 @@ CASES = [
         r"von\(hessian='gauss_newton'\) needs the Gauss-Newton matrix .*gauss_newton_fn",
     ),
     Case(
+        "optim.von",
+        "precision_init_zero",
+        lambda: optim.von(0.1, precision_init=0.0),
+        ValueError,
+        r"precision_init must be in \(0, inf\), got 0.0",
+    ),
+    Case(
+        "optim.von",
+        "precision_init_nan_entry",
+        lambda: optim.von(0.1, precision_init=np.array([1.0, NAN])),
+        ValueError,
+        r"precision_init must be finite, got \[ 1. nan\]",
+    ),
+    Case(
+        "optim.von",
+        "gauss_newton_fn_of_another_size",
+        lambda: optim.von(0.1, mc_samples=0, hessian="gauss_newton").init(
+            jnp.zeros(2), quadratic_loss, gauss_newton_fn=lambda theta: jnp.eye(3)
+        ),
+        ValueError,
+        r"von: gauss_newton_fn returned shape \(3, 3\); the mean has 2 entries, so it must "
+        r"be \(2, 2\)",
+    ),
+    Case(
+        "optim.von",
+        "init_rng_key_int",
+        lambda: optim.von(0.1).init(jnp.zeros(2), quadratic_loss, rng_key=0),
+        TypeError,
+        r"von.init: rng_key must be a jax PRNG key.*got int 0",
+    ),
+    Case(
+        "optim.von",
+        "update_rng_key_int",
+        lambda: optim.von(0.1).update(
+            optim.von(0.1).init(jnp.zeros(2), quadratic_loss), quadratic_loss, rng_key=0
+        ),
+        TypeError,
+        r"von.update: rng_key must be a jax PRNG key.*got int 0",
+    ),
+    Case(
+        "optim.von",
+        "update_state_of_online_newton",
+        lambda: optim.von(0.1).update(
+            optim.online_newton().init(jnp.zeros(2), quadratic_loss), quadratic_loss
+        ),
+        TypeError,
+        r"von.update: state must be a VONState .*got OnlineNewtonState",
+    ),
+    Case(
+        "optim.von",
+        "mean_precision_covariance_full",
+        lambda: optim.von(0.1).mean_precision(
+            optim.von(0.1).init(jnp.zeros(2), quadratic_loss), "full"
+        ),
+        ValueError,
+        r"covariance must be one of \('dense', 'diag'\), got 'full'",
+    ),
+    Case(
         "optim.iblr",
         "lr_zero",
         lambda: optim.iblr(0.0),
@@ -2632,21 +4141,21 @@ CASES = [
         "beta1_one",
         lambda: optim.iblr(0.1, beta1=1.0),
         ValueError,
-        r"beta1 and beta2 must be in \[0, 1\), got 1.0, 0.99999",
+        r"beta1 must be in \[0, 1\), got 1.0",
     ),
     Case(
         "optim.iblr",
         "beta2_negative",
         lambda: optim.iblr(0.1, beta2=-0.1),
         ValueError,
-        r"beta1 and beta2 must be in \[0, 1\), got 0.9, -0.1",
+        r"beta2 must be in \[0, 1\), got -0.1",
     ),
     Case(
         "optim.iblr",
         "beta2_nan",
         lambda: optim.iblr(0.1, beta2=NAN),
         ValueError,
-        r"beta1 and beta2 must be in \[0, 1\), got 0.9, nan",
+        r"beta2 must be in \[0, 1\), got nan",
     ),
     Case(
         "optim.iblr",
@@ -2685,13 +4194,184 @@ CASES = [
         ValueError,
         r"iblr.update needs rng_key",
     ),
+    Case(
+        "optim.iblr",
+        "beta1_string",
+        lambda: optim.iblr(0.1, beta1="0.9"),
+        TypeError,
+        r"beta1 must be a number, got '0.9'",
+    ),
+    Case(
+        "optim.iblr",
+        "init_num_examples_zero",
+        lambda: optim.iblr(0.1).init(jnp.zeros(2), quadratic_loss, num_examples=0),
+        ValueError,
+        r"num_examples must be at least 1, got 0",
+    ),
+    Case(
+        "optim.iblr",
+        "init_num_examples_negative_with_ess",
+        lambda: optim.iblr(0.1, ess=10.0).init(jnp.zeros(2), quadratic_loss, num_examples=-1),
+        ValueError,
+        r"num_examples must be at least 1, got -1",
+    ),
+    Case(
+        "optim.iblr",
+        "init_num_examples_float",
+        lambda: optim.iblr(0.1).init(jnp.zeros(2), quadratic_loss, num_examples=2.5),
+        TypeError,
+        r"num_examples must be an integer, got 2.5",
+    ),
+    Case(
+        "optim.iblr",
+        "init_mean_matrix",
+        lambda: optim.iblr(0.1, ess=10.0).init(jnp.zeros((2, 2)), quadratic_loss),
+        ValueError,
+        r"iblr.init: mean must have shape \(P,\) with P >= 1, got \(2, 2\)",
+    ),
+    Case(
+        "optim.iblr",
+        "update_rng_key_int",
+        lambda: optim.iblr(0.1, ess=10.0).update(
+            optim.iblr(0.1, ess=10.0).init(jnp.zeros(2), quadratic_loss),
+            quadratic_loss,
+            rng_key=0,
+        ),
+        TypeError,
+        r"iblr.update: rng_key must be a jax PRNG key.*got int 0",
+    ),
+    Case(
+        "optim.iblr",
+        "update_state_of_the_diag_family",
+        lambda: optim.iblr(0.1, ess=10.0, covariance="dense").update(
+            optim.iblr(0.1, ess=10.0).init(jnp.zeros(2), quadratic_loss),
+            quadratic_loss,
+            rng_key=key(),
+        ),
+        ValueError,
+        r"iblr.update: the state's precision has shape \(2,\), but this optimizer keeps a "
+        r"covariance='dense' precision \(2, 2\)",
+    ),
+    Case(
+        "optim.iblr",
+        "mean_precision_covariance_full",
+        lambda: optim.iblr(0.1, ess=10.0).mean_precision(
+            optim.iblr(0.1, ess=10.0).init(jnp.zeros(2), quadratic_loss), "full"
+        ),
+        ValueError,
+        r"covariance must be one of \('dense', 'diag'\), got 'full'",
+    ),
+    # ---- optim's iBLR precision steps: shapes always, values where known (not traced)
+    Case(
+        "optim.iblr_precision_update",
+        "rate_above_one",
+        lambda: optim.iblr_precision_update(jnp.ones(2), jnp.ones(2), 1.5),
+        ValueError,
+        r"rate must be in \[0, 1\], got 1.5",
+    ),
+    Case(
+        "optim.iblr_precision_update",
+        "rate_array_negative",
+        lambda: optim.iblr_precision_update(jnp.ones(2), jnp.ones(2), jnp.array([0.5, -0.1])),
+        ValueError,
+        r"iblr_precision_update: rate must be in \[0, 1\], got \[ 0.5 -0.1\]",
+    ),
+    Case(
+        "optim.iblr_precision_update",
+        "precision_negative",
+        lambda: optim.iblr_precision_update(jnp.array([1.0, -1.0]), jnp.ones(2), 0.5),
+        ValueError,
+        r"iblr_precision_update: precision must be positive and finite, got -1.0 at index 1",
+    ),
+    Case(
+        "optim.iblr_precision_update",
+        "estimate_of_another_length",
+        lambda: optim.iblr_precision_update(jnp.ones(2), jnp.ones(3), 0.5),
+        ValueError,
+        r"iblr_precision_update: precision_estimate has shape \(3,\), precision \(2,\)",
+    ),
+    Case(
+        "optim.iblr_precision_update",
+        "estimate_scalar",
+        lambda: optim.iblr_precision_update(jnp.ones(2), 1.0, 0.5),
+        ValueError,
+        r"iblr_precision_update: precision_estimate has shape \(\), precision \(2,\)",
+    ),
+    Case(
+        "optim.iblr_precision_update",
+        "estimate_nan",
+        lambda: optim.iblr_precision_update(jnp.ones(2), jnp.array([1.0, NAN]), 0.5),
+        ValueError,
+        r"iblr_precision_update: precision_estimate is not finite",
+    ),
+    Case(
+        "optim.iblr_dense_precision_update",
+        "precision_vector",
+        lambda: optim.iblr_dense_precision_update(jnp.ones(2), jnp.ones(2), 0.5),
+        ValueError,
+        r"iblr_dense_precision_update: precision must be a square \(P, P\) matrix, got shape "
+        r"\(2,\)",
+    ),
+    Case(
+        "optim.iblr_dense_precision_update",
+        "estimate_of_another_size",
+        lambda: optim.iblr_dense_precision_update(jnp.eye(2), jnp.eye(3), 0.5),
+        ValueError,
+        r"iblr_dense_precision_update: precision_estimate has shape \(3, 3\), precision "
+        r"\(2, 2\)",
+    ),
+    Case(
+        "optim.iblr_dense_precision_update",
+        "precision_indefinite",
+        lambda: optim.iblr_dense_precision_update(-jnp.eye(2), jnp.eye(2), 0.5),
+        ValueError,
+        r"iblr_dense_precision_update: precision must be positive definite, got smallest "
+        r"eigenvalue -1",
+    ),
+    Case(
+        "optim.iblr_dense_precision_update",
+        "rate_negative",
+        lambda: optim.iblr_dense_precision_update(jnp.eye(2), jnp.eye(2), -0.5),
+        ValueError,
+        r"rate must be in \[0, 1\], got -0.5",
+    ),
+    Case(
+        "optim.iblr_dense_precision_update",
+        "rate_per_entry",
+        lambda: optim.iblr_dense_precision_update(jnp.eye(2), jnp.eye(2), jnp.full(2, 0.5)),
+        ValueError,
+        r"iblr_dense_precision_update: rate must be a scalar, got shape \(2,\)",
+    ),
     # ---- datasets: the loaders take no input; Wells.design takes column names
     Case(
         "datasets.Wells.design",
         "unknown_column",
         lambda: datasets.load_wells().design("income"),
-        AttributeError,
-        r"'Wells' object has no attribute 'income'",
+        ValueError,
+        r"design: unknown column 'income'; the columns are \('switch', 'arsenic', 'dist', "
+        r"'assoc', 'educ', 'dist100'\)",
+    ),
+    Case(
+        "datasets.Wells.design",
+        "column_index",
+        lambda: datasets.load_wells().design(3),
+        TypeError,
+        r"design takes column names, one of \('switch', .*'dist100'\); got 3 \(int\) at "
+        r"position 0",
+    ),
+    Case(
+        "datasets.Wells.design",
+        "method_name",
+        lambda: datasets.load_wells().design("count"),
+        ValueError,
+        r"design: unknown column 'count'",
+    ),
+    Case(
+        "datasets.Wells.design",
+        "column_repeated",
+        lambda: datasets.load_wells().design("dist100", "arsenic", "dist100"),
+        ValueError,
+        r"design: column 'dist100' given twice",
     ),
 ]
 
@@ -2721,7 +4401,6 @@ NO_USER_INPUT = {
     "ELPDDataPSIS",
     "ELPDDataRefit",
     "MCMCLooResult",
-    "PlateModel",
     "Predictor",
     "PriorSelection",
     "Sensitivity",
@@ -2743,10 +4422,10 @@ OPTIM_NO_USER_INPUT = {
     "IBLRInfo",
 }
 
-# Pure array arithmetic of numpyro_mpe.optim that checks none of its inputs yet (a
-# negative precision, a rate outside [0, 1] or mismatched shapes return silently wrong
-# numbers or fail inside jax): there is no refusal to tabulate.
-OPTIM_UNCHECKED = {"iblr_precision_update", "iblr_dense_precision_update"}
+# Functions of numpyro_mpe.optim that check none of their inputs yet, so there is no
+# refusal to tabulate (none left: the iBLR precision steps check shapes, and values
+# where they are not traced).
+OPTIM_UNCHECKED: set[str] = set()
 
 
 def _rows_per_name(prefix: str = "") -> dict[str, int]:

@@ -36,10 +36,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import betaln, gammaln
 from numpyro.distributions import constraints
 
-__all__ = ["FAMILIES", "Family"]
+from numpyro_mpe.core.gaussian import check_positive_definite, check_symmetric, real_array
+
+__all__ = ["FAMILIES", "Family", "check_params"]
 
 
 class Family(NamedTuple):
@@ -51,6 +54,9 @@ class Family(NamedTuple):
         Names of the posterior distribution's parameters, in order.
     param_constraints : tuple
         Their numpyro constraints.
+    param_ndims : tuple of int
+        Their numbers of dimensions (0 a scalar, 1 a ``(D,)`` or ``(K,)`` vector, 2 a
+        ``(D, D)`` matrix); the natural parameters ``eta`` have the same.
     weighted_stats : callable
         ``(data, w (N,)) -> sum_i w_i t_i``, shaped like ``eta``.
     to_natural : callable
@@ -66,6 +72,7 @@ class Family(NamedTuple):
 
     param_names: tuple[str, ...]
     param_constraints: tuple
+    param_ndims: tuple[int, ...]
     weighted_stats: Callable
     to_natural: Callable
     from_natural: Callable
@@ -195,6 +202,7 @@ FAMILIES = {
     "beta": Family(
         ("concentration1", "concentration0"),
         (_POSITIVE, _POSITIVE),
+        (0, 0),
         lambda data, w: (w @ data["y"], w @ (data["n"] - data["y"])),
         lambda p: (p[0] - 1, p[1] - 1),
         lambda eta: (eta[0] + 1, eta[1] + 1),
@@ -204,6 +212,7 @@ FAMILIES = {
     "gamma": Family(
         ("concentration", "rate"),
         (_POSITIVE, _POSITIVE),
+        (0, 0),
         lambda data, w: (w @ data["y"], -(w @ data["exposure"])),
         lambda p: (p[0] - 1, -p[1]),
         lambda eta: (eta[0] + 1, -eta[1]),
@@ -213,6 +222,7 @@ FAMILIES = {
     "dirichlet": Family(
         ("concentration",),
         (_POSITIVE,),
+        (1,),
         lambda data, w: (jnp.zeros(data["num_categories"], w.dtype).at[data["y"]].add(w),),
         lambda p: (p[0] - 1,),
         lambda eta: (eta[0] + 1,),
@@ -222,6 +232,7 @@ FAMILIES = {
     "normal": Family(
         ("loc", "precision"),
         (constraints.real_vector, constraints.positive_definite),
+        (1, 2),
         _gaussian_stats,
         lambda p: (p[1] @ p[0], -p[1] / 2),
         lambda eta: (jnp.linalg.solve(-2 * eta[1], eta[0]), -2 * eta[1]),
@@ -231,6 +242,7 @@ FAMILIES = {
     "nig": Family(
         ("loc", "precision", "concentration", "rate"),
         (constraints.real_vector, constraints.positive_definite, _POSITIVE, _POSITIVE),
+        (1, 2, 0, 0),
         lambda data, w: (
             *_gaussian_stats(data, w),
             -0.5 * jnp.sum(w),
@@ -242,3 +254,65 @@ FAMILIES = {
         _nig_loo,
     ),
 }
+
+
+def _shape_words(family: str, ndim: int) -> str:
+    if ndim == 1:
+        return "a vector (K,) with K >= 2" if family == "dirichlet" else "a vector (D,)"
+    return "a scalar" if ndim == 0 else "a matrix (D, D)"
+
+
+def check_params(
+    family: str, values: tuple, names: tuple[str, ...], where: str, *, proper: bool = True
+) -> tuple[jax.Array, ...]:
+    """``values`` (the ``family``'s params in ``param_names`` order, or with ``proper=False``
+    its natural parameters ``eta``; ``names`` in messages) as arrays after checking them.
+
+    Checked: real numbers (:func:`~numpyro_mpe.core.gaussian.real_array`), each of the
+    family's number of dimensions (a ``(D,)`` vector and ``(D, D)`` matrix of one ``D >=
+    1``; a Dirichlet's ``K >= 2``), and, when the values are known (not traced), finite.
+    With ``proper`` also: positive concentrations and rates, a symmetric
+    positive definite precision. ``ValueError`` naming ``where``, the param, the shape
+    or value at fault; :class:`~numpyro_mpe.NotPositiveDefiniteError` for a precision.
+    """
+    spec = FAMILIES[family]
+    arrays = tuple(real_array(v, n, where) for v, n in zip(values, names, strict=True))
+    for array, name, ndim in zip(arrays, names, spec.param_ndims, strict=True):
+        if array.ndim != ndim or (
+            ndim == 1 and array.shape[0] < (2 if family == "dirichlet" else 1)
+        ):
+            raise ValueError(
+                f"{where}: {name!r} must be {_shape_words(family, ndim)} in a {family} "
+                f"posterior, got shape {array.shape}"
+            )
+    if spec.param_ndims[:2] == (1, 2) and arrays[1].shape != (arrays[0].shape[0],) * 2:
+        raise ValueError(
+            f"{where}: {names[0]!r} {arrays[0].shape} and {names[1]!r} {arrays[1].shape} must "
+            "have shapes (D,) and (D, D)"
+        )
+    if any(isinstance(array, jax.core.Tracer) for array in arrays):
+        return arrays
+    for array, name in zip(arrays, names, strict=True):
+        bad = ~np.isfinite(np.asarray(array))
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            at = f" at index {index}" if index else ""
+            raise ValueError(f"{where}: {name!r} is not finite{at} ({np.asarray(array)[index]})")
+    if not proper:
+        return arrays
+    for array, name, param, constraint in zip(
+        arrays, names, spec.param_names, spec.param_constraints, strict=True
+    ):
+        if constraint is constraints.positive_definite:
+            check_symmetric(array, name, where)
+            check_positive_definite(
+                array, where, advice=f"params hold an improper {family} posterior ({name!r})"
+            )
+        elif constraint is _POSITIVE and not np.all(np.asarray(array) > 0):
+            bad = np.asarray(array) <= 0
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{where}: params hold an improper {family} posterior: {param} is not positive "
+                f"({name}{list(index) if index else ''} = {np.asarray(array)[index]})"
+            )
+    return arrays

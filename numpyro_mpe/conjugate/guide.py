@@ -35,8 +35,8 @@ probes but not elsewhere would fool the check; any other model raises
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -55,16 +55,21 @@ from numpyro.distributions.discrete import (
 )
 from numpyro.infer.autoguide import AutoGuide
 
-from numpyro_mpe.conjugate.families import FAMILIES
+from numpyro_mpe.conjugate.families import FAMILIES, check_params
+from numpyro_mpe.core.gaussian import check_positive_definite, check_symmetric
 from numpyro_mpe.core.model import (
     ModelError,
     check_finite_arguments,
+    check_plate_name,
     find_plate,
     prototype_trace,
     unwrap_distribution,
 )
+from numpyro_mpe.core.options import check_choice
 from numpyro_mpe.crossval.mpe_loo import LooOptions, prepare_guide_loo
 from numpyro_mpe.crossval.results import ELPDDataMPE, make_elpd_data
+from numpyro_mpe.infer.guide import check_sample_shape
+from numpyro_mpe.optim.base import check_rng_key
 from numpyro_mpe.perturbation.perturb import perturb_guide
 from numpyro_mpe.perturbation.removal import (
     check_removal_arguments,
@@ -477,6 +482,7 @@ class AutoConjugate(AutoGuide):
     """
 
     def __init__(self, model: Callable, *, plate: str | None = None, prefix: str = "auto"):
+        check_plate_name(plate)
         self.plate = plate
         super().__init__(model, prefix=prefix)
 
@@ -489,29 +495,75 @@ class AutoConjugate(AutoGuide):
         structure = self.structure(*args, **kwargs)
         return self.params_from_natural(structure.family, _posterior_natural(structure))
 
+    def _names(self, family: str) -> tuple[str, ...]:
+        return tuple(f"{self.prefix}_{name}" for name in FAMILIES[family].param_names)
+
+    def _family(self, params: Any, where: str) -> str:
+        if not isinstance(params, Mapping):
+            raise ValueError(f"{where}: params must be a dict of guide params, got {type(params)}")
+        for name in ("nig", "beta", "normal", "gamma", "dirichlet"):
+            if all(key in params for key in self._names(name)):
+                return name
+        expected = "; ".join(f"{name} {list(self._names(name))}" for name in FAMILIES)
+        raise ValueError(
+            f"{where}: params {sorted(map(str, params))} are not AutoConjugate params (prefix "
+            f"{self.prefix!r}); each family holds these keys: {expected}"
+        )
+
+    def _checked(self, params: Any, where: str) -> tuple[str, tuple[jax.Array, ...]]:
+        """``(family, values)`` of ``params`` after :func:`check_params` (``ValueError``
+        naming ``where``, the key and the shape or value at fault)."""
+        family = self._family(params, where)
+        names = self._names(family)
+        return family, check_params(family, tuple(params[n] for n in names), names, where)
+
     def family(self, params: dict) -> str:
         """Which family ``params`` hold (read off their names)."""
-        for name in ("nig", "beta", "normal", "gamma", "dirichlet"):
-            if all(f"{self.prefix}_{p}" in params for p in FAMILIES[name].param_names):
-                return name
-        raise ValueError(
-            f"params {sorted(params)} are not AutoConjugate params (prefix {self.prefix!r})"
-        )
+        return self._family(params, "AutoConjugate.family")
 
     def natural_params(self, params: dict) -> tuple[jax.Array, ...]:
-        """Natural parameters of the posterior held in ``params`` (table above)."""
-        family = FAMILIES[self.family(params)]
-        return family.to_natural(
-            tuple(jnp.asarray(params[f"{self.prefix}_{n}"]) for n in family.param_names)
-        )
+        """Natural parameters of the posterior held in ``params`` (table above).
+
+        ``params`` are checked first: their keys, the family's shapes, finite and proper
+        values (``ValueError`` naming the key at fault).
+        """
+        family, values = self._checked(params, "AutoConjugate.natural_params")
+        return FAMILIES[family].to_natural(values)
 
     def params_from_natural(self, family: str, eta: tuple) -> dict:
-        """Guide params of the ``family`` posterior with natural parameters ``eta``."""
-        values = FAMILIES[family].from_natural(tuple(eta))
-        return {
-            f"{self.prefix}_{n}": v
-            for n, v in zip(FAMILIES[family].param_names, values, strict=True)
-        }
+        """Guide params of the ``family`` posterior with natural parameters ``eta``.
+
+        ``family`` is one of ``"beta"``, ``"gamma"``, ``"dirichlet"``, ``"normal"``,
+        ``"nig"``; ``eta`` a tuple of that family's natural parameters (table above),
+        each with the params' shape (scalars, a ``(K,)`` or ``(D,)`` vector, a ``(D, D)``
+        matrix), finite, and giving a proper posterior. ``ValueError`` naming the family,
+        the entry of ``eta`` or the param at fault (only shapes are checked under ``jit``).
+        """
+        where = "AutoConjugate.params_from_natural"
+        check_choice("family", family, tuple(FAMILIES))
+        size = len(FAMILIES[family].param_names)
+        if not isinstance(eta, tuple | list) or len(eta) != size:
+            if isinstance(eta, tuple | list):
+                described = f"{len(eta)} entries"
+            else:
+                described = f"{type(eta).__name__} {repr(eta)[:60]}"
+            raise ValueError(
+                f"{where}: eta must be a tuple of the {size} natural parameters of the "
+                f"{family} family, got {described}"
+            )
+        labels = tuple(f"eta[{index}]" for index in range(size))
+        eta = check_params(family, tuple(eta), labels, where, proper=False)
+        if family in ("normal", "nig") and not isinstance(eta[1], jax.core.Tracer):
+            # -2 eta[1] is the precision that from_natural solves with.
+            check_symmetric(eta[1], "eta[1]", where)
+            check_positive_definite(
+                -2.0 * np.asarray(eta[1]),
+                where,
+                advice="eta[1] = -P / 2 must be negative definite",
+            )
+        values = FAMILIES[family].from_natural(eta)
+        names = self._names(family)
+        return dict(zip(names, check_params(family, values, names, where), strict=True))
 
     def __call__(self, *args, **kwargs) -> dict:
         # The layout comes from the priors alone, so that Predictive works without data;
@@ -540,27 +592,69 @@ class AutoConjugate(AutoGuide):
         return {sites[0]: variance, sites[1]: beta}
 
     def sample_posterior(self, rng_key, params, *args, sample_shape=(), **kwargs) -> dict:
-        """Draws of the latents, each of shape ``sample_shape + site shape``."""
+        """Draws of the latents from the posterior held in ``params``, each of shape
+        ``sample_shape + site shape``; ``*args, **kwargs`` are the model's (its priors
+        give the sites).
+
+        Raises
+        ------
+        TypeError
+            ``rng_key`` not a jax PRNG key; ``sample_shape`` not a tuple of integers.
+        ValueError
+            A negative ``sample_shape`` entry; ``params`` that :meth:`natural_params`
+            refuses, of another family or of other sizes than the model's latents.
+        """
+        where = "AutoConjugate.sample_posterior"
+        check_rng_key(rng_key, where)
+        sample_shape = check_sample_shape(sample_shape, where)
+        family, values = self._checked(params, where)
+        kind, _, shapes = _latent_layout(self.model, args, kwargs)
+        _check_layout(
+            family, values, kind, _param_shapes(kind, shapes), self._names(family), where
+        )
+        checked = dict(zip(self._names(family), values, strict=True))
 
         def draw(key):
-            seeded = handlers.substitute(handlers.seed(self, key), data=params)
+            seeded = handlers.substitute(handlers.seed(self, key), data=checked)
             return seeded(*args, **kwargs)
 
         count = int(np.prod(sample_shape))
         draws = jax.vmap(draw)(jax.random.split(rng_key, count))
-        return {k: v.reshape(tuple(sample_shape) + v.shape[1:]) for k, v in draws.items()}
+        return {k: v.reshape(sample_shape + v.shape[1:]) for k, v in draws.items()}
 
 
-def _structure_and_eta(model, guide, params, args, kwargs, plate):
+def _param_shapes(kind: str, site_shapes: tuple) -> tuple[tuple[int, ...], ...]:
+    """The shapes of the ``kind`` posterior's params for latent sites of these shapes."""
+    if kind in ("beta", "gamma"):
+        return ((), ())
+    if kind == "dirichlet":
+        return (tuple(site_shapes[0]),)
+    size = int(np.prod(site_shapes[-1]))
+    return ((size,), (size, size)) + (((), ()) if kind == "nig" else ())
+
+
+def _check_layout(family, values, kind, shapes, names, where) -> None:
+    """``ValueError`` unless ``params`` of ``family`` fit a ``kind`` model's latents."""
+    if family != kind:
+        raise ValueError(
+            f"{where}: params hold a {family} posterior but the model is a {kind} model"
+        )
+    for value, shape, name in zip(values, shapes, names, strict=True):
+        if tuple(jnp.shape(value)) != tuple(shape):
+            raise ValueError(
+                f"{where}: {name!r} has shape {tuple(jnp.shape(value))} but the model's "
+                f"latents need {tuple(shape)} (params of another model?)"
+            )
+
+
+def _structure_and_eta(model, guide, params, args, kwargs, plate, where):
     if not isinstance(guide, AutoConjugate):
         raise TypeError(f"guide must be an AutoConjugate, got {type(guide).__name__}")
-    family = guide.family(params)
+    family, values = guide._checked(params, where)
     structure = trace_conjugate(model, *args, plate=plate or guide.plate, **kwargs)
-    if family != structure.family:
-        raise ValueError(
-            f"params hold a {family} posterior but the model is a {structure.family} model"
-        )
-    return structure, guide.natural_params(params)
+    shapes = tuple(jnp.shape(eta) for eta in structure.prior_natural)
+    _check_layout(family, values, structure.family, shapes, guide._names(family), where)
+    return structure, FAMILIES[family].to_natural(values)
 
 
 def conjugate_perturb(
@@ -602,7 +696,9 @@ def conjugate_perturb(
     TypeError, ValueError
         As :func:`numpyro_mpe.removal_weights` (the types before any work).
     ValueError
-        When the result is improper (``params`` was not a posterior that holds them).
+        For params that :meth:`AutoConjugate.natural_params` refuses or that do not fit
+        the model; when the result is improper (``params`` was not a posterior that holds
+        them).
     """
     check_removal_arguments(remove, weights)
     return _divide_out(
@@ -613,24 +709,19 @@ def conjugate_perturb(
         kwargs,
         plate,
         lambda num_examples: removal_weights(remove, num_examples, weights=weights),
+        "conjugate_perturb",
     )
 
 
-def _divide_out(model, guide, params, args, kwargs, plate, eps_for) -> dict:
+def _divide_out(model, guide, params, args, kwargs, plate, eps_for, where) -> dict:
     """``eta - sum_j eps_j t_j`` as guide params; ``eps_for: N -> eps (N,)``."""
-    structure, eta = _structure_and_eta(model, guide, params, args, kwargs, plate)
+    structure, eta = _structure_and_eta(model, guide, params, args, kwargs, plate, where)
     eps = eps_for(structure.num_examples)
-    stats = FAMILIES[structure.family].weighted_stats(structure.data, eps.astype(eta[0].dtype))
-    new = guide.params_from_natural(
-        structure.family, tuple(e - t for e, t in zip(eta, stats, strict=True))
-    )
     family = FAMILIES[structure.family]
-    _check_proper(
-        structure.family,
-        tuple(new[f"{guide.prefix}_{n}"] for n in family.param_names),
-        "removing these examples",
-    )
-    return new
+    stats = family.weighted_stats(structure.data, eps.astype(eta[0].dtype))
+    values = family.from_natural(tuple(e - t for e, t in zip(eta, stats, strict=True)))
+    _check_proper(structure.family, values, "removing these examples")
+    return dict(zip(guide._names(structure.family), values, strict=True))
 
 
 def conjugate_loo(
@@ -657,9 +748,15 @@ def conjugate_loo(
     Raises
     ------
     ValueError
-        If a cavity is improper (``params`` does not contain that example), naming it.
+        If a cavity is improper (``params`` does not contain that example), naming it;
+        for params that :meth:`AutoConjugate.natural_params` refuses (keys, shapes,
+        finite and proper values) or that do not fit the model's family and sizes.
     """
-    structure, eta = _structure_and_eta(model, guide, params, args, kwargs, plate)
+    return _conjugate_loo(model, guide, params, args, kwargs, plate, "conjugate_loo")
+
+
+def _conjugate_loo(model, guide, params, args, kwargs, plate, where) -> ELPDDataMPE:
+    structure, eta = _structure_and_eta(model, guide, params, args, kwargs, plate, where)
     family = FAMILIES[structure.family]
     values = family.from_natural(eta)
     _check_proper(structure.family, values, "params")
@@ -701,7 +798,7 @@ def _perturb_conjugate(
         selected = remove if groups is None else group_mask(remove, groups, num_examples)
         return removal_weights(selected, num_examples, weights=weights)
 
-    return _divide_out(model, guide, params, args, kwargs, plate, eps_for)
+    return _divide_out(model, guide, params, args, kwargs, plate, eps_for, "perturb")
 
 
 @prepare_guide_loo.register
@@ -714,6 +811,6 @@ def _prepare_conjugate_loo(
         raise ValueError("groups is not supported with AutoConjugate; use AutoGaussian")
 
     def loo_at(params: dict) -> ELPDDataMPE:
-        return conjugate_loo(model, guide, params, *args, plate=options.plate, **kwargs)
+        return _conjugate_loo(model, guide, params, args, kwargs, options.plate, "loo")
 
     return loo_at

@@ -15,15 +15,26 @@ from jax.scipy.linalg import cho_solve
 from jax.typing import ArrayLike
 
 __all__ = [
+    "SYMMETRY_RTOL",
     "NotPositiveDefiniteError",
     "check_positive_definite",
+    "check_symmetric",
     "draws_from_standard_normal",
     "is_dense",
     "log_density",
     "mean_precision_from_natural",
     "natural_from_mean_precision",
     "precision_solve",
+    "real_array",
 ]
+
+SYMMETRY_RTOL = 1e-6
+"""Largest ``|S - S^T|`` a dense precision may have, relative to its largest entry."""
+
+_FIT_ADVICE = (
+    "the mean is not at a local maximum of the log joint (run more steps) or the posterior "
+    "is not locally Gaussian there"
+)
 
 
 def is_dense(precision: ArrayLike) -> bool:
@@ -96,8 +107,15 @@ class NotPositiveDefiniteError(ValueError):
     """The fitted precision is not positive definite: the Gaussian is not a posterior."""
 
 
-def check_positive_definite(precision: jax.Array, where: str) -> None:
-    """Raise :class:`NotPositiveDefiniteError` unless ``precision`` is positive definite."""
+def check_positive_definite(
+    precision: jax.Array, where: str, *, advice: str = _FIT_ADVICE
+) -> None:
+    """Raise :class:`NotPositiveDefiniteError` unless ``precision`` is positive definite.
+
+    The message names ``where`` and the smallest eigenvalue (of the symmetric part; the
+    smallest entry of a diagonal ``(P,)``), then ``advice`` (by default, what it means
+    for a fit).
+    """
     precision = np.asarray(precision)
     if precision.ndim == 2:
         eigenvalues = np.linalg.eigvalsh(0.5 * (precision + precision.T))
@@ -106,6 +124,56 @@ def check_positive_definite(precision: jax.Array, where: str) -> None:
     if not np.all(np.isfinite(eigenvalues)) or eigenvalues.min() <= 0:
         raise NotPositiveDefiniteError(
             f"{where}: the precision is not positive definite (smallest eigenvalue "
-            f"{eigenvalues.min():.3g}); the mean is not at a local maximum of the log "
-            "joint (run more steps) or the posterior is not locally Gaussian there"
+            f"{eigenvalues.min():.3g}); {advice}"
         )
+
+
+def check_symmetric(matrix: ArrayLike, name: str, where: str) -> None:
+    """Raise ``ValueError`` unless the finite ``(P, P)`` ``matrix`` is symmetric.
+
+    Symmetric means ``max |A - A^T| <= 1e-6 max |A|`` (:data:`SYMMETRY_RTOL`), computed
+    in the matrix's own dtype; the message names ``where``, ``name``, the largest
+    asymmetry and its position. Anything but a concrete 2-d array (a diagonal ``(P,)``,
+    a jax tracer) passes.
+    """
+    if isinstance(matrix, jax.core.Tracer) or np.ndim(matrix) != 2:
+        return
+    array = np.asarray(matrix)
+    asymmetry = np.abs(array - array.T)
+    scale = np.max(np.abs(array), initial=0.0)
+    if asymmetry.size and asymmetry.max() > SYMMETRY_RTOL * scale:
+        # The first maximum in row-major order has row < column.
+        row, column = (int(i) for i in np.unravel_index(np.argmax(asymmetry), array.shape))
+        raise ValueError(
+            f"{where}: {name!r} is not symmetric: {name}[{row}, {column}] = "
+            f"{array[row, column]:.6g} but {name}[{column}, {row}] = "
+            f"{array[column, row]:.6g} (the largest asymmetry, {asymmetry[row, column]:.3g}, is "
+            f"above {SYMMETRY_RTOL:g} times the largest entry {scale:.3g}); pass (A + A.T) / 2 "
+            "if that is the matrix meant"
+        )
+
+
+def real_array(value: object, name: str, where: str) -> jax.Array:
+    """``value`` as a jax array of real numbers, or a ``ValueError`` naming ``where``,
+    ``name`` and what ``value`` holds.
+
+    Refused: None, strings, bools and complex or object arrays. Integers are cast to
+    the default float dtype; floating dtypes are kept; a jax tracer's dtype is checked
+    the same way. Shapes and values are the caller's to check.
+    """
+    if isinstance(value, jax.Array):  # tracers included: only the dtype is read
+        array = value
+    else:
+        try:
+            array = np.asarray(value)
+        except Exception:  # ragged nested lists, objects numpy cannot convert
+            array = np.asarray(None)
+    dtype = array.dtype
+    if jnp.issubdtype(dtype, jnp.integer):
+        return jnp.asarray(array, dtype=jnp.result_type(float))
+    if not jnp.issubdtype(dtype, jnp.floating):
+        text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        held = "None" if value is None else f"{type(value).__name__} {text}"
+        described = f"dtype {dtype}" if dtype.kind in "bcV" else held
+        raise ValueError(f"{where}: {name!r} must hold real numbers, got {described}")
+    return jnp.asarray(array)

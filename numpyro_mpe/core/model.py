@@ -48,6 +48,7 @@ __all__ = [
     "PlateModel",
     "Predictor",
     "check_finite_arguments",
+    "check_plate_name",
     "find_plate",
     "join_arguments",
     "prototype_trace",
@@ -83,10 +84,10 @@ class Predictor(NamedTuple):
     noise_variance : jax.Array or None
         ``(N,)`` variance of a Normal observation whose only latent-dependent parameter is
         ``loc`` (the conjugate case, where the predictive is Gaussian in closed form).
-    mask : jax.Array or None
-        ``(N,)`` bool: False for the examples masked out of the likelihood
-        (``numpyro.handlers.mask``), where ``log_lik`` is 0 and ``observed`` holds a
-        placeholder in the support; None when nothing is masked.
+    mask : array or None
+        ``(N,)`` bool (numpy when the mask is concrete): False for the examples masked
+        out of the likelihood (``numpyro.handlers.mask``), where ``log_lik`` is 0 and
+        ``observed`` holds a placeholder in the support; None when nothing is masked.
     """
 
     fn: Callable[[jax.Array], jax.Array]
@@ -146,11 +147,28 @@ class PlateModel(NamedTuple):
         return int(self.init_theta.shape[0])
 
     def log_joint(self, theta: ArrayLike, weights: ArrayLike | None = None) -> jax.Array:
-        """``-L(theta) = log p(theta) + sum_i w_i log p(y_i | theta)``; ``w = 1`` if None."""
+        """``-L(theta) = log p(theta) + sum_i w_i log p(y_i | theta)``; ``w = 1`` if None.
+
+        ``theta`` is ``(P,)``, ``weights`` ``(N,)``; another shape raises ``ValueError``
+        naming both (a shape check only, so it holds under ``jit``)."""
+        theta = _checked_vector("theta", theta, self.num_latents, "P", "flat latents")
         log_lik = self.log_lik(theta)
         if weights is None:
             return self.log_prior(theta) + jnp.sum(log_lik)
+        weights = _checked_vector("weights", weights, self.num_examples, "N", "examples")
         return self.log_prior(theta) + jnp.dot(weights, log_lik)
+
+
+def _checked_vector(name: str, value: ArrayLike, size: int, symbol: str, what: str) -> jax.Array:
+    """``value`` as a jax array of shape ``(size,)``, or ``ValueError`` naming both shapes;
+    looks at the shape only (tracers pass when theirs is right)."""
+    shape = np.shape(value)
+    if shape != (size,):
+        raise ValueError(
+            f"{name} must have shape ({symbol},) = ({size},) ({size} {what} in the model), "
+            f"got {shape}"
+        )
+    return value if isinstance(value, jax.Array) else jnp.asarray(value)
 
 
 class _SiteRecorder(Messenger):
@@ -373,35 +391,67 @@ def _check_latents(trace: dict) -> list[str]:
     return latents
 
 
-def _counted(fn) -> jax.Array | None:
+def _masks_traced(fn) -> bool:
+    """Whether a ``MaskedDistribution`` wrapped in ``fn`` holds a traced mask."""
+    while isinstance(fn, MaskedDistribution | Independent | ExpandedDistribution):
+        if isinstance(fn, MaskedDistribution) and isinstance(fn._mask, jax.core.Tracer):
+            return True
+        fn = fn.base_dist
+    return False
+
+
+def _counted(fn) -> np.ndarray | jax.Array | None:
     """Bool over ``fn.batch_shape``: the entries ``fn.log_prob`` counts (False where a
     ``MaskedDistribution`` masks them out; an event counts when any of its entries does);
-    None when ``fn`` holds no mask."""
+    None when ``fn`` holds no mask. A numpy array when the masks are concrete (computed
+    on the host: nothing is compiled per data size), a jax array under ``jit``."""
+    xp = jnp if _masks_traced(fn) else np
     if isinstance(fn, MaskedDistribution):
-        mask = jnp.broadcast_to(jnp.asarray(fn._mask, bool), fn.batch_shape)
+        mask = xp.broadcast_to(xp.asarray(fn._mask, bool), fn.batch_shape)
         inner = _counted(fn.base_dist)
         return mask if inner is None else mask & inner
     if isinstance(fn, Independent):
         inner = _counted(fn.base_dist)
         if inner is None:
             return None
-        return jnp.any(inner, axis=tuple(range(-fn.reinterpreted_batch_ndims, 0)))
+        return xp.any(inner, axis=tuple(range(-fn.reinterpreted_batch_ndims, 0)))
     if isinstance(fn, ExpandedDistribution):
         inner = _counted(fn.base_dist)
-        return None if inner is None else jnp.broadcast_to(inner, fn.batch_shape)
+        return None if inner is None else xp.broadcast_to(inner, fn.batch_shape)
     return None
 
 
-def _outside_support(fn, value) -> jax.Array:
-    """Bool over the batch entries of ``value``: outside ``fn``'s support and counted."""
+def _on_host(constraint: Constraint) -> Constraint | None:
+    """``constraint`` with its array parameters (bounds) as numpy arrays, so that checking
+    numpy values against it runs on the host (numpyro's constraints compute with numpy on
+    numpy values) and compiles nothing; None when a parameter is traced."""
+    try:
+        leaves, treedef = jax.tree_util.tree_flatten(constraint)
+    except (NotImplementedError, TypeError):  # a constraint that is not a pytree
+        return constraint
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return None
+    leaves = [np.asarray(leaf) if isinstance(leaf, jax.Array) else leaf for leaf in leaves]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _outside_support(fn, value: np.ndarray) -> np.ndarray | None:
+    """Bool over the batch entries of the concrete ``value``: outside ``fn``'s support and
+    counted; computed with numpy. None when a mask or a bound is traced (under ``jit``)."""
     if isinstance(fn, MaskedDistribution):
-        return _outside_support(fn.base_dist, value) & jnp.asarray(fn._mask, bool)
+        inner = _outside_support(fn.base_dist, value)
+        if inner is None or isinstance(fn._mask, jax.core.Tracer):
+            return None
+        return inner & np.asarray(fn._mask, bool)
     if isinstance(fn, Independent):
         inner = _outside_support(fn.base_dist, value)
-        return jnp.any(inner, axis=tuple(range(-fn.reinterpreted_batch_ndims, 0)))
+        if inner is None:
+            return None
+        return np.any(inner, axis=tuple(range(-fn.reinterpreted_batch_ndims, 0)))
     if isinstance(fn, ExpandedDistribution):
         return _outside_support(fn.base_dist, value)
-    return ~jnp.asarray(fn.support(value), bool)
+    support = _on_host(fn.support)
+    return None if support is None else ~np.asarray(support(value), bool)
 
 
 def _constraint_parameters(constraint) -> list[np.ndarray]:
@@ -429,16 +479,37 @@ def _support_moves(site: dict, other: dict) -> bool:
     )
 
 
-def _check_observed_values(trace: dict, trace_elsewhere: Callable[[], dict]) -> None:
-    """NaN, inf or a value outside the support among the observed sites' counted entries
-    (entries masked out of the likelihood may hold anything). ``trace_elsewhere``: the
-    model traced at other latent values, to tell a support that depends on the latents
-    (not checked) from one that does not."""
+def _argument_names(args: tuple, kwargs: dict) -> dict[int, str]:
+    """How errors name each argument of the model, by the ``id`` of its value."""
+    names = {id(value): f"positional argument {k}" for k, value in enumerate(args)}
+    names.update({id(value): f"argument '{k}'" for k, value in kwargs.items()})
+    return names
+
+
+def _check_observed_values(
+    trace: dict, trace_elsewhere: Callable[[], dict], argument_names: dict[int, str]
+) -> None:
+    """A list for an array, a wrong shape or dtype, NaN, inf or a value outside the
+    support among the observed sites' counted entries (entries masked out of the
+    likelihood may hold anything); checked with numpy on the host, so that a new data
+    size compiles nothing. ``trace_elsewhere``: the model traced at other latent values,
+    to tell a support that depends on the latents (not checked) from one that does not.
+    ``argument_names``: from :func:`_argument_names`, to name the argument at fault."""
     for name, site in trace.items():
         if site["type"] != "sample" or not site["is_observed"] or name.startswith("_"):
             continue
         if isinstance(site["value"], jax.core.Tracer):
             continue
+        if isinstance(site["value"], list | tuple):
+            # numpyro's densities do arithmetic with the value, which fails on a list
+            # (a TypeError deep inside, only once a loss is evaluated).
+            given = argument_names.get(id(site["value"]))
+            raise ModelError(
+                f"observed site '{name}' got a {type(site['value']).__name__} of "
+                f"{len(site['value'])} values"
+                + (f" ({given})" if given else "")
+                + "; numpyro distributions need an array: pass np.asarray(...) of it"
+            )
         fn = site["fn"]
         expected = fn.batch_shape + fn.event_shape
         given = np.shape(site["value"])
@@ -460,11 +531,13 @@ def _check_observed_values(trace: dict, trace_elsewhere: Callable[[], dict]) -> 
                 f"{np.asarray(site['value']).dtype}; observations must be numbers"
             )
         value = np.broadcast_to(np.asarray(site["value"]), shape)
+        if _masks_traced(fn):
+            continue  # under jit: checked by the trace outside it
         counted = _counted(fn)
         outside = _outside_support(fn, value)
-        if isinstance(counted, jax.core.Tracer) or isinstance(outside, jax.core.Tracer):
-            continue  # under jit: checked by the trace outside it
-        counted = np.ones((), bool) if counted is None else np.asarray(counted)
+        if outside is None:
+            continue  # a traced bound: under jit, checked by the trace outside it
+        counted = np.ones((), bool) if counted is None else counted
         entries = counted.reshape(counted.shape + (1,) * len(fn.event_shape))
         bad = _non_finite(value)
         if bad is not None and (bad := bad & entries).any():
@@ -473,7 +546,6 @@ def _check_observed_values(trace: dict, trace_elsewhere: Callable[[], dict]) -> 
                 f"observed site '{name}' contains {value[index]} at index {index}; "
                 f"{_MISSING_DATA_ADVICE}"
             )
-        outside = np.asarray(outside)
         if outside.any() and not _support_moves(site, trace_elsewhere()[name]):
             index = tuple(int(i) for i in np.argwhere(outside)[0])
             raise ModelError(
@@ -494,8 +566,9 @@ def _observed_mask(trace: dict, plate: str, dim: int, size: int) -> np.ndarray |
         counted = _counted(site["fn"])
         if counted is None:
             return None  # this site counts every example
-        counted = jnp.broadcast_to(counted, site["fn"].batch_shape)
-        masks.append(jnp.moveaxis(counted, dim, 0).reshape(size, -1).any(axis=1))
+        xp = np if isinstance(counted, np.ndarray) else jnp  # the host unless traced
+        counted = xp.broadcast_to(counted, site["fn"].batch_shape)
+        masks.append(xp.moveaxis(counted, dim, 0).reshape(size, -1).any(axis=1))
     if not masks:
         return None
     mask = masks[0]
@@ -503,7 +576,6 @@ def _observed_mask(trace: dict, plate: str, dim: int, size: int) -> np.ndarray |
         mask = mask | other
     if isinstance(mask, jax.core.Tracer):
         return mask
-    mask = np.asarray(mask)
     if not mask.any():
         raise ModelError(
             f"every example of plate '{plate}' is masked out of the likelihood; "
@@ -592,6 +664,12 @@ def _build_predictor(
             for name, _ in parameters
         }
 
+    if names is not None and not set(names) <= {name for name, _ in parameters}:
+        raise ModelError(
+            f"with_predictor names {list(names)} are not all parameters of the observed "
+            f"site '{site_name}' ({type(base).__name__}), whose continuous parameters are "
+            f"{[name for name, _ in parameters]}"
+        )
     if names is None:
         # A parameter is part of the predictor when it moves with theta; checked at the
         # initial point and at a random one so an accidental zero derivative does not
@@ -607,7 +685,7 @@ def _build_predictor(
             dependent |= {
                 name
                 for name, t in tangents.items()
-                if t.dtype != jax.dtypes.float0 and bool(jnp.any(t != 0))
+                if t.dtype != jax.dtypes.float0 and np.any(np.asarray(t) != 0)
             }
         names = tuple(name for name, _ in parameters if name in dependent)
         if not names:
@@ -622,8 +700,8 @@ def _build_predictor(
         for name, _ in constructor_parameters
         if name not in names
     }
-    unconstrained_shapes = {
-        name: jnp.shape(transforms[name].inv(values0[name]))[1:] for name in names
+    unconstrained_shapes = {  # abstractly: nothing is computed (nor compiled) per size
+        name: jax.eval_shape(transforms[name].inv, values0[name]).shape[1:] for name in names
     }
     widths = {name: int(np.prod(shape)) for name, shape in unconstrained_shapes.items()}
     observed = site["value"]
@@ -672,7 +750,10 @@ def _build_predictor(
         fn=fn,
         log_lik=log_lik,
         names=names,
-        observed=jnp.asarray(observed),
+        # device_put, not jnp.asarray: that compiles a conversion per data size.
+        observed=(
+            observed if isinstance(observed, jax.Array) else jax.device_put(np.asarray(observed))
+        ),
         noise_variance=noise_variance,
         mask=mask,
     )
@@ -712,14 +793,23 @@ def trace_model(
 
     Raises
     ------
+    TypeError
+        For a ``model`` that is not callable, a ``plate`` that is not a str or None, or
+        a ``with_predictor`` that is not a bool or a tuple of names.
     ModelError
         Before any fitting, naming the site or argument at fault: NaN or inf in an
         argument (arrays of any floating dtype, pandas objects) or in an observed value
-        that counts; an observed value outside its distribution's support; no observed
+        that counts; an observed value that is a list or tuple (numpyro needs an array),
+        of the wrong shape or dtype, or outside its distribution's support; no observed
         site in a plate; observed sites in plates of different sizes; a discrete latent
         (or a discrete site in a plate given ``obs=None``); ``obs_mask=`` (use
         ``numpyro.handlers.mask``); every example masked out; latents all of size 0; a
-        model that fails to trace.
+        model that fails to trace; ``with_predictor`` names that are not parameters of
+        the observation.
+
+    The returned functions of ``theta`` (``log_prior``, ``log_lik``, ``unravel``,
+    ``log_joint``) raise ``ValueError`` naming the shapes when ``theta`` is not ``(P,)``
+    (and ``log_joint`` when ``weights`` is not ``(N,)``).
 
     Notes
     -----
@@ -730,6 +820,8 @@ def trace_model(
     """
     if not callable(model):
         raise TypeError(f"model must be a NumPyro model (a function), got {type(model).__name__}")
+    check_plate_name(plate)
+    with_predictor = _checked_predictor_choice(with_predictor)
     check_finite_arguments(args, kwargs)
     prototype = prototype_trace(model, args, kwargs)
     _check_imputed_sites(prototype)
@@ -753,9 +845,11 @@ def trace_model(
         raise ModelError(
             f"every latent site is empty ({shapes}): the model has no parameter to fit"
         )
-    unravel = partial(_unravel_dict, shape_dict=shape_dict)
+    unravel = partial(_checked_unravel, shape_dict=shape_dict, size=int(init_theta.shape[0]))
     _check_observed_values(
-        prototype, lambda: _trace(model, args, kwargs, unravel(init_theta + 0.5))
+        prototype,
+        lambda: _trace(model, args, kwargs, unravel(init_theta + 0.5)),
+        _argument_names(args, kwargs),
     )
     latent_set = set(latent_names)
 
@@ -812,6 +906,33 @@ def trace_model(
     )
 
 
+def check_plate_name(plate: object) -> None:
+    """Raise ``TypeError`` unless ``plate`` is a plate's name (a ``str``) or None."""
+    if plate is not None and not isinstance(plate, str):
+        raise TypeError(f"plate must be a plate's name (a str) or None, got {plate!r}")
+
+
+def _checked_predictor_choice(with_predictor: object) -> bool | tuple[str, ...]:
+    """``with_predictor`` of :func:`trace_model`: a bool, or a tuple (or list) of
+    parameter names as a tuple; ``TypeError`` otherwise."""
+    if isinstance(with_predictor, bool | np.bool_):
+        return bool(with_predictor)
+    if isinstance(with_predictor, tuple | list) and all(
+        isinstance(name, str) for name in with_predictor
+    ):
+        return tuple(with_predictor)
+    raise TypeError(
+        "with_predictor must be True, False or a tuple of the observation's parameter names "
+        f"(Predictor.names of an earlier call, e.g. ('logits',)), got {with_predictor!r}"
+    )
+
+
+def _checked_unravel(theta: ArrayLike, *, shape_dict: dict, size: int) -> dict:
+    """``theta (P,) -> {site: unconstrained value}``; ``ValueError`` naming both shapes
+    for another shape (the shape only: it holds under ``jit``)."""
+    return _unravel_dict(_checked_vector("theta", theta, size, "P", "flat latents"), shape_dict)
+
+
 class _ArrayPlaceholder:
     """Marks where an array argument goes back (hashes by identity)."""
 
@@ -838,7 +959,13 @@ def split_arguments(args: tuple, kwargs: dict) -> tuple[list, tuple]:
         elif isinstance(leaf, np.ndarray) or (
             hasattr(leaf, "__array__") and not isinstance(leaf, (int, float, bool, complex))
         ):
-            arrays.append(jnp.asarray(leaf))
+            array = np.asarray(leaf)
+            if array.dtype == object or array.dtype.kind in "SU":
+                arrays.append(jnp.asarray(leaf))  # raises jax's TypeError for non-numbers
+            else:
+                # device_put, not jnp.asarray: that compiles a conversion per shape. Both
+                # give jax's default dtypes (float32 unless x64 is enabled).
+                arrays.append(jax.device_put(array))
             static_leaves.append(_DYNAMIC)
         else:
             try:

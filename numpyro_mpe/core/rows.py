@@ -294,8 +294,6 @@ def pad_examples(
     again for those argument shapes. The checks at a padded
     size run once per bucket, so a new ``N`` in a known bucket compiles nothing.
     """
-    # jax.device_put, not split_arguments' jnp.asarray: that compiles (`stage`) per shape.
-    args, kwargs = jax.tree_util.tree_map(_numeric_to_device, (args, kwargs))
     arrays, static = split_arguments(args, kwargs)
     key = _structure_key(model, plate, arrays, static)
     if key not in _PADDING:
@@ -322,12 +320,6 @@ def pad_examples(
         _PADDING[key] = None  # not tried again for these argument shapes
         return None
     return PaddedExamples(padded_arrays, static, full, plan, num_examples)
-
-
-def _numeric_to_device(leaf):
-    if isinstance(leaf, np.ndarray) and leaf.dtype.kind in "biufc":
-        return jax.device_put(leaf)
-    return leaf
 
 
 def _example_count(model, plate, arrays: list, static: tuple) -> int | None:

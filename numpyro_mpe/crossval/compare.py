@@ -15,14 +15,17 @@ dimension (positions ``0..N-1`` where it has none), whatever the dimension is ca
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Hashable, Mapping
 from os import PathLike
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from numpyro_mpe.crossval.results import ELPDDataRefit
+from numpyro_mpe.optim.base import check_number
 
 __all__ = ["compare_loo", "plot_loo_comparison"]
 
@@ -56,12 +59,18 @@ class _Diagnostic(NamedTuple):
 
 
 def _resolve_reference(results: Mapping[str, Any], reference: str | None) -> str:
+    if not isinstance(results, Mapping):
+        raise TypeError(
+            "results must be a dict {name: ELPDData result, ...} (the names label the "
+            f"rows), e.g. {{'mpe': loo(...), 'psis': psis_loo(...)}}; got "
+            f"{type(results).__name__}."
+        )
     if not results:
         raise ValueError("results is empty: pass a dict {name: ELPDData result, ...}.")
     if reference is None:
         refits = [name for name, result in results.items() if isinstance(result, ELPDDataRefit)]
         return refits[0] if refits else next(iter(results))
-    if reference not in results:
+    if not isinstance(reference, Hashable) or reference not in results:
         raise ValueError(
             f"reference {reference!r} is not one of the results; choose from {list(results)}."
         )
@@ -80,6 +89,14 @@ def _pointwise(name: str, result: Any) -> _Pointwise:
     if values.ndim != 1 or values.size == 0:
         raise ValueError(
             f"result {name!r}: elpd_i must be 1-D over the examples; got shape {values.shape}."
+        )
+    finite = np.isfinite(values)
+    if not finite.all():
+        first = int(np.argmax(~finite))
+        raise ValueError(
+            f"result {name!r}: elpd_i has {int((~finite).sum())} non-finite value(s); the "
+            f"first is {values[first]} at position {first}. Its differences to the "
+            "reference would be NaN or inf."
         )
     dims = getattr(elpd_i, "dims", ())
     if dims and dims[0] in getattr(elpd_i, "coords", {}):
@@ -153,6 +170,27 @@ def _diagnostic(result: Any) -> _Diagnostic | None:
     return None
 
 
+def _checked_seconds(
+    seconds: Mapping[str, float | None] | None, results: Mapping[str, Any]
+) -> dict[str, float | None]:
+    """``seconds`` as a dict, after refusing a non-mapping, names not in ``results`` and
+    values that are not None or a finite number >= 0 (NaN is not "unknown": None is)."""
+    if seconds is None:
+        return {}
+    if not isinstance(seconds, Mapping):
+        raise TypeError(
+            "seconds must be a dict {name: wall time in seconds, ...} keyed like results, "
+            f"e.g. {{'mpe': 0.5}}; got {seconds!r}."
+        )
+    unknown = [name for name in seconds if name not in results]
+    if unknown:
+        raise ValueError(f"seconds names {unknown}, which are not in results {list(results)}.")
+    for name, value in seconds.items():
+        if value is not None:
+            check_number(f"seconds[{name!r}]", value, 0.0, closed=True)
+    return dict(seconds)
+
+
 def _seconds(name: str, result: Any, seconds: Mapping[str, float | None]) -> float | None:
     value = seconds[name] if name in seconds else getattr(result, "seconds", None)
     if value is None or np.isnan(value):
@@ -192,8 +230,9 @@ def compare_loo(
         Key of the result the others are compared with. Default: the first refit result
         (``ELPDDataRefit``, the ground truth when there is one), else the first entry.
     seconds : mapping of str to float, optional
-        Wall times by name. A name not given takes the result's ``seconds`` attribute
-        (set by :func:`exact_loo`) where it has one; otherwise the time is missing.
+        Wall times by name, each None (unknown) or a finite number >= 0. A name not
+        given takes the result's ``seconds`` attribute (set by :func:`exact_loo`) where
+        it has one; otherwise the time is missing.
 
     Returns
     -------
@@ -221,10 +260,14 @@ def compare_loo(
 
     Raises
     ------
+    TypeError
+        If ``results`` or ``seconds`` is not a mapping (a list of results, say), or a
+        value of ``seconds`` is not a number or None.
     ValueError
         If ``results`` is empty, ``reference`` or a key of ``seconds`` is not one of its
-        keys, a result has no pointwise ``elpd_i`` (or not a 1-D one, or repeated
-        coordinate values), or a result shares no example with the reference.
+        keys, a value of ``seconds`` is negative, NaN or inf, a result has no pointwise
+        ``elpd_i`` (or not a 1-D one, a non-finite one, or repeated coordinate values),
+        or a result shares no example with the reference.
 
     See Also
     --------
@@ -251,10 +294,7 @@ def compare_loo(
     first two -1.68        -1.68          0.01           2      1.5
     """
     reference = _resolve_reference(results, reference)
-    seconds = {} if seconds is None else dict(seconds)
-    unknown = [name for name in seconds if name not in results]
-    if unknown:
-        raise ValueError(f"seconds names {unknown}, which are not in results {list(results)}.")
+    seconds = _checked_seconds(seconds, results)
     pointwise = {name: _pointwise(name, result) for name, result in results.items()}
     reference_pointwise = pointwise[reference]
     common = _common_labels(pointwise.values())
@@ -292,7 +332,58 @@ def compare_loo(
     return table
 
 
-def _panel_axes(ax: Any, n_panels: int):
+def _given_axes(ax: Any) -> list | None:
+    """The Axes in ``ax`` (one, or any nesting of sequences of them), or None for none;
+    ``TypeError`` naming the first entry that is not a matplotlib Axes."""
+    from matplotlib.axes import Axes
+
+    if ax is None:
+        return None
+    axes = list(np.ravel(np.asarray(ax, dtype=object)))
+    for position, axis in enumerate(axes):
+        if not isinstance(axis, Axes):
+            where = "" if axis is ax else f" (entry {position})"
+            raise TypeError(
+                "ax must be a matplotlib Axes or a sequence of Axes, one per result besides "
+                f"the reference, e.g. plt.subplots(1, 2)[1]; got {type(axis).__name__} "
+                f"{axis!r}{where}."
+            )
+    return axes
+
+
+def _checked_figure_path(path: Any) -> Any:
+    """``path`` after refusing, before anything is drawn, what ``savefig`` would only
+    refuse at the end (or misread): a non-path, an existing folder (saved beside it as
+    ``folder.png``), a folder that does not exist or cannot be written, a format
+    matplotlib cannot write. A file-like object (``io.BytesIO``) is passed through."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if path is None or hasattr(path, "write"):
+        return path
+    if not isinstance(path, str | PathLike):
+        raise TypeError(f"path must be a str or path-like (a file name), got {path!r}")
+    file = Path(path)
+    if file.is_dir():
+        raise ValueError(
+            f"path {str(file)!r} is a folder; give a file name, e.g. "
+            f"{str(file / 'loo_comparison.png')!r}"
+        )
+    folder = file.parent if str(file.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"path {str(file)!r}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"path {str(file)!r}: folder {str(folder)!r} is not writable")
+    supported = FigureCanvasBase.get_supported_filetypes()
+    suffix = file.suffix.lower().removeprefix(".")
+    if suffix and suffix not in supported:
+        raise ValueError(
+            f"path {str(file)!r}: matplotlib cannot save a {file.suffix!r} file; use one of "
+            f"{', '.join(sorted(supported))}"
+        )
+    return path
+
+
+def _panel_axes(ax: list | None, n_panels: int):
     """The figure and ``n_panels`` axes: new ones, or those passed as ``ax``."""
     import matplotlib.pyplot as plt
 
@@ -304,13 +395,7 @@ def _panel_axes(ax: Any, n_panels: int):
         for extra in axes[n_panels:]:
             figure.delaxes(extra)
         return figure, list(axes[:n_panels])
-    axes = list(np.ravel(np.asarray(ax, dtype=object)))
-    if len(axes) != n_panels:
-        raise ValueError(
-            f"ax must hold one Axes per result besides the reference ({n_panels}); "
-            f"got {len(axes)}."
-        )
-    return axes[0].figure, axes
+    return ax[0].figure, ax
 
 
 def plot_loo_comparison(
@@ -341,7 +426,8 @@ def plot_loo_comparison(
         One Axes per panel (in the order of ``results``); default: a new figure with up
         to three panels per row.
     path : str or path-like, optional
-        Where to save the figure (format from the suffix, e.g. ``.png``).
+        Where to save the figure (format from the suffix, e.g. ``.png``; checked before
+        anything is drawn). An existing file there is replaced.
 
     Returns
     -------
@@ -351,8 +437,16 @@ def plot_loo_comparison(
     Raises
     ------
     ValueError
-        As :func:`compare_loo`; also if there is no result besides the reference or
-        ``ax`` does not hold one Axes per panel.
+        As :func:`compare_loo`; also if there is no result besides the reference,
+        ``ax`` does not hold one Axes per panel, ``path`` is a folder or has a suffix
+        matplotlib cannot write.
+    TypeError
+        As :func:`compare_loo`; also if ``ax`` holds something other than matplotlib
+        Axes or ``path`` is not a str or path-like (or a file-like object).
+    FileNotFoundError, PermissionError
+        The folder of ``path`` does not exist or cannot be written.
+
+    All are raised before anything is drawn.
 
     Notes
     -----
@@ -379,6 +473,13 @@ def plot_loo_comparison(
             f"nothing to compare: results holds only the reference {reference!r}; pass at "
             "least one other result."
         )
+    given_axes = _given_axes(ax)
+    if given_axes is not None and len(given_axes) != len(others):
+        raise ValueError(
+            f"ax must hold one Axes per result besides the reference ({len(others)}); "
+            f"got {len(given_axes)}."
+        )
+    path = _checked_figure_path(path)
     reference_pointwise = _pointwise(reference, results[reference])
     aligned = {}
     for name in others:
@@ -386,7 +487,7 @@ def plot_loo_comparison(
         in_reference, in_result = _overlap(name, reference, pointwise, reference_pointwise)
         aligned[name] = (reference_pointwise.elpd_i[in_reference], pointwise, in_result)
 
-    figure, axes = _panel_axes(ax, len(others))
+    figure, axes = _panel_axes(given_axes, len(others))
     for axis, name in zip(axes, others, strict=True):
         x, pointwise, in_result = aligned[name]
         difference = pointwise.elpd_i[in_result] - x

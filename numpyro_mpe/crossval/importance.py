@@ -23,6 +23,8 @@ MPE-LOO flags.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -30,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from numpyro_mpe.core.gaussian import draws_from_standard_normal, is_dense
-from numpyro_mpe.core.model import PlateModel
+from numpyro_mpe.core.model import PlateModel, join_arguments, trace_model
+from numpyro_mpe.core.rows import limit_compilations
 from numpyro_mpe.crossval.psis import tail_buffers, tail_lengths
 from numpyro_mpe.crossval.psis_kernels import psis_columns
 from numpyro_mpe.perturbation.perturb import perturb_mean_precision
@@ -39,6 +42,7 @@ __all__ = [
     "MIN_IMPORTANCE_DRAWS",
     "ImportanceLOO",
     "check_num_samples",
+    "importance_core",
     "importance_loo",
     "log_normalizer",
 ]
@@ -101,6 +105,18 @@ def check_num_samples(num_samples) -> int:
     return int(num_samples)
 
 
+def _padded_count(count: int) -> int:
+    """The number of examples ``count`` flagged examples are padded to: the next of
+    ``2^j`` and ``3 * 2^j`` (at most a third more work), so that the number of flagged
+    examples seldom compiles :func:`importance_core` anew.
+
+    >>> [_padded_count(m) for m in (1, 3, 5, 7, 13, 100)]
+    [1, 3, 6, 8, 16, 128]
+    """
+    power = 1 << max(count - 1, 0).bit_length()
+    return 3 * power // 4 if count <= 3 * power // 4 else power
+
+
 def _draws(mean, precision, fallback_mean, fallback_precision, standard_normal):
     """Draws ``(S, P)``, their log density under the Gaussian (or, where its precision is
     not positive definite, the fallback), and whether the Gaussian was used."""
@@ -137,8 +153,71 @@ def log_normalizer(log_ratios: jax.Array, num_samples: int):
     return log_mean, pareto_k, mcse
 
 
+@partial(
+    jax.jit,
+    static_argnames=("model", "static", "plate", "num_samples", "full_draws", "batch"),
+)
+def importance_core(
+    mean,
+    precision,
+    arrays,
+    indices,
+    rng_key,
+    *,
+    model,
+    static,
+    plate,
+    num_samples,
+    full_draws,
+    batch,
+):
+    """:func:`importance_loo`'s work, jitted once per model, argument structure, array
+    shapes and draw counts: the data, the fit, the examples and the key are arguments, so
+    a second call with the same shapes compiles nothing."""
+    args, kwargs = join_arguments(arrays, static)
+    plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
+    key_full, key_loo = jax.random.split(rng_key)
+    dim = mean.shape[0]
+
+    def log_joint_terms(theta):
+        log_lik = jax.vmap(plate_model.log_lik)(theta)  # (S, N)
+        return jax.vmap(plate_model.log_prior)(theta) + jnp.sum(log_lik, 1), log_lik
+
+    z = jax.random.normal(key_full, (full_draws, dim), mean.dtype)
+    theta, log_q, _ = _draws(mean, precision, mean, precision, z)
+    log_joint = jax.lax.map(
+        lambda t: log_joint_terms(t[None])[0][0], theta, batch_size=num_samples
+    )
+    log_z, k_full, mcse_full = log_normalizer((log_joint - log_q)[:, None], full_draws)
+
+    def loo_log_ratios(index):
+        eps = jnp.zeros(plate_model.num_examples, mean.dtype).at[index].set(1.0)
+        loo_mean, loo_precision = perturb_mean_precision(mean, precision, plate_model.log_lik, eps)
+        # Independent draws per example: their Monte Carlo errors add in quadrature
+        # over examples, not linearly as common random numbers would.
+        standard_normal = jax.random.normal(
+            jax.random.fold_in(key_loo, index), (num_samples, dim), mean.dtype
+        )
+        theta, log_q, valid = _draws(loo_mean, loo_precision, mean, precision, standard_normal)
+        log_joint, log_lik = log_joint_terms(theta)
+        return log_joint - log_lik[:, index] - log_q, valid
+
+    log_ratios, valid = jax.lax.map(loo_log_ratios, indices, batch_size=batch)
+    log_z_loo, k_loo, mcse_loo = log_normalizer(log_ratios.T, num_samples)
+    return ImportanceLOO(
+        elpd=log_z[0] - log_z_loo,
+        pareto_k=jnp.maximum(k_full[0], k_loo),
+        mcse=mcse_loo,
+        shared_mcse=mcse_full[0],
+        mpe_proposal=valid,
+    )
+
+
 def importance_loo(
+    model: Callable,
     plate_model: PlateModel,
+    arrays: list,
+    static: tuple,
     mean: jax.Array,
     precision: jax.Array,
     indices: np.ndarray,
@@ -156,8 +235,12 @@ def importance_loo(
 
     Parameters
     ----------
+    model : callable
+        The NumPyro model.
+    arrays, static : list, tuple
+        Its arguments, from :func:`~numpyro_mpe.core.model.split_arguments`.
     plate_model : PlateModel
-        From :func:`numpyro_mpe.trace_model`.
+        From :func:`numpyro_mpe.trace_model` on those arguments.
     mean, precision : jax.Array
         The fitted Gaussian, ``(P,)`` and ``(P, P)`` or ``(P,)``.
     indices : numpy.ndarray of int, shape (M,)
@@ -169,52 +252,27 @@ def importance_loo(
     Returns
     -------
     ImportanceLOO
+        Of NumPy arrays (in host memory).
     """
     num_samples = check_num_samples(num_samples)
     indices = np.asarray(indices)
-    key_full, key_loo = jax.random.split(jax.random.PRNGKey(seed))
-    dim = mean.shape[0]
-    full_draws = max(_MIN_EVIDENCE_DRAWS, 4 * num_samples)
-    batch = max(
-        1, min(len(indices), _MAX_BATCH_VALUES // (num_samples * plate_model.num_examples))
-    )
-
-    def log_joint_terms(theta):
-        log_lik = jax.vmap(plate_model.log_lik)(theta)  # (S, N)
-        return jax.vmap(plate_model.log_prior)(theta) + jnp.sum(log_lik, 1), log_lik
-
-    @jax.jit
-    def full_evidence():
-        z = jax.random.normal(key_full, (full_draws, dim), mean.dtype)
-        theta, log_q, _ = _draws(mean, precision, mean, precision, z)
-        log_joint = jax.lax.map(
-            lambda t: log_joint_terms(t[None])[0][0], theta, batch_size=num_samples
-        )
-        return log_normalizer((log_joint - log_q)[:, None], full_draws)
-
-    def loo_log_ratios(index):
-        eps = jnp.zeros(plate_model.num_examples, mean.dtype).at[index].set(1.0)
-        loo_mean, loo_precision = perturb_mean_precision(mean, precision, plate_model.log_lik, eps)
-        # Independent draws per example: their Monte Carlo errors add in quadrature
-        # over examples, not linearly as common random numbers would.
-        standard_normal = jax.random.normal(
-            jax.random.fold_in(key_loo, index), (num_samples, dim), mean.dtype
-        )
-        theta, log_q, valid = _draws(loo_mean, loo_precision, mean, precision, standard_normal)
-        log_joint, log_lik = log_joint_terms(theta)
-        return log_joint - log_lik[:, index] - log_q, valid
-
-    @jax.jit
-    def loo_evidences(idx):
-        log_ratios, valid = jax.lax.map(loo_log_ratios, idx, batch_size=batch)
-        return log_normalizer(log_ratios.T, num_samples), valid
-
-    log_z, k_full, mcse_full = full_evidence()
-    (log_z_loo, k_loo, mcse_loo), valid = loo_evidences(jnp.asarray(indices))
-    return ImportanceLOO(
-        elpd=log_z[0] - log_z_loo,
-        pareto_k=jnp.maximum(k_full[0], k_loo),
-        mcse=mcse_loo,
-        shared_mcse=mcse_full[0],
-        mpe_proposal=valid,
+    padded = np.resize(indices, _padded_count(indices.size))  # repeats dropped below
+    batch = max(1, min(padded.size, _MAX_BATCH_VALUES // (num_samples * plate_model.num_examples)))
+    options = {
+        "model": model,
+        "static": static,
+        "plate": plate_model.plate,
+        "num_samples": num_samples,
+        "full_draws": max(_MIN_EVIDENCE_DRAWS, 4 * num_samples),
+        "batch": batch,
+    }
+    rng_key = jax.random.PRNGKey(seed)
+    limit_compilations(importance_core, (mean, precision, arrays, padded, rng_key), options)
+    result = jax.device_get(importance_core(mean, precision, arrays, padded, rng_key, **options))
+    # Sliced on the host: an eager slice would compile once per number of examples.
+    return result._replace(
+        **{
+            field: getattr(result, field)[: indices.size]
+            for field in ("elpd", "pareto_k", "mcse", "mpe_proposal")
+        }
     )

@@ -32,6 +32,7 @@ from numpyro.infer import MCMC, NUTS
 from numpyro_mpe.core.model import join_arguments, split_arguments, trace_model
 from numpyro_mpe.core.options import CHAIN_METHODS, ChainMethod, check_choice
 from numpyro_mpe.crossval.psis import ELPDDataPSIS, psis_loo, relative_eff
+from numpyro_mpe.optim.base import check_rng_key
 
 __all__ = ["MCMCLooResult", "mcmc_loo"]
 
@@ -204,6 +205,8 @@ def mcmc_loo(
     ValueError
         Before sampling: ``num_warmup < 0``, ``num_samples < 2``, ``num_chains < 1``,
         an unknown ``chain_method`` or ``chunk_size < 1``.
+    TypeError
+        Before sampling: an ``rng_key`` that is not a jax PRNG key (an int, say).
     ModelError
         Before sampling, from :func:`trace_model`: no plate of examples, an unknown
         ``plate``, a discrete or local latent, NaN in the data, ...
@@ -249,6 +252,8 @@ def mcmc_loo(
     ((20,), ('chain', 'draw', 'data'))
     """
     _check_arguments(num_warmup, num_samples, num_chains, chain_method, chunk_size)
+    if rng_key is not None:
+        check_rng_key(rng_key, "mcmc_loo")
     # Validates the model, data and plate before any sampling.
     plate_model = trace_model(model, *args, plate=plate, with_predictor=False, **kwargs)
     rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key

@@ -54,6 +54,7 @@ from numpyro_mpe.core.gaussian import is_dense, precision_solve
 from numpyro_mpe.core.model import (
     PlateModel,
     Predictor,
+    check_plate_name,
     join_arguments,
     split_arguments,
     trace_model,
@@ -77,6 +78,7 @@ from numpyro_mpe.crossval.importance import ImportanceLOO, check_num_samples, im
 from numpyro_mpe.crossval.results import ELPDDataMPE, ReliabilityWarning, make_elpd_data
 from numpyro_mpe.infer.blr import default_checkpoint
 from numpyro_mpe.infer.guide import AutoGaussian
+from numpyro_mpe.optim.base import check_count, check_number
 from numpyro_mpe.perturbation.removal import check_group_labels
 
 __all__ = [
@@ -259,16 +261,18 @@ def loo(
     plate : str, optional
         The plate of examples.
     reliability_threshold : float
-        Examples whose reliability value exceeds it are counted and warned about.
+        A number in ``(0, 1]``: examples whose reliability value exceeds it are counted
+        and warned about.
     importance : {"poor", "all"} or array of int
         For ``method="is"``: the examples above ``reliability_threshold`` (default), all
-        examples, or these indices.
+        examples, or these indices (``[]``: none). Its kind is checked for every method.
     num_samples : int
         For ``method="is"``: importance draws per example (or group), an integer >= 2
         (checked for every method, before any work: ``TypeError`` for a bool or a
         float, ``ValueError`` below 2).
     seed : int
-        For ``method="is"``: seed of the draws.
+        For ``method="is"``: seed of the draws, an integer >= 0 (checked for every
+        method).
     groups : array_like, shape (N,), optional
         A group label per example (county, class, subject, ...): leave one group out.
         ``method="cavity"`` is the closed form of the group's MPE cavity (exact for
@@ -347,8 +351,9 @@ def prepare_loo(
 
     Raises
     ------
-    ValueError, ModelError
-        As :func:`loo`, here rather than at the first call.
+    TypeError, ValueError, ModelError
+        As :func:`loo` (options of the wrong type or out of range, bad data), here
+        rather than at the first call.
     """
     options = _checked_options(
         method, plate, reliability_threshold, importance, num_samples, seed, groups
@@ -360,9 +365,11 @@ def _checked_options(
     method, plate, reliability_threshold, importance, num_samples, seed, groups
 ) -> LooOptions:
     check_choice("method", method, LOO_METHODS)
-    if not 0 < reliability_threshold <= 1:
-        raise ValueError(f"reliability_threshold must be in (0, 1], got {reliability_threshold}")
+    check_plate_name(plate)
+    check_number("reliability_threshold", reliability_threshold, 0.0, 1.0)
+    _checked_importance(importance)  # its kind, for every method; index ranges once N is known
     num_samples = check_num_samples(num_samples)
+    check_count("seed", seed, 0)
     if groups is not None:
         check_group_labels(groups, None)  # label types and NaN; the shape once N is known
     return LooOptions(
@@ -468,9 +475,18 @@ def _prepare_gaussian_loo(
             )
             if selected.size:
                 importance_result = importance_loo(
-                    plate_model, mean, precision, selected, num_samples=num_samples, seed=seed
+                    model,
+                    plate_model,
+                    arrays,
+                    static,
+                    mean,
+                    precision,
+                    selected,
+                    num_samples=num_samples,
+                    seed=seed,
                 )
-                elpd = jnp.asarray(elpd).at[selected].set(importance_result.elpd)
+                elpd = np.array(elpd)  # a copy, written on the host (no compilation)
+                elpd[selected] = importance_result.elpd
         return make_elpd_data(
             elpd,
             lppd,
@@ -615,20 +631,32 @@ def _importance_indices(importance, threshold, reliability, plate_model) -> np.n
     """Indices for MPE-IS; checks the argument (before any work when ``reliability`` is
     None) and selects (after the cavity pass)."""
     n = plate_model.num_examples
-    if isinstance(importance, str):
-        if importance not in IMPORTANCE_SELECTIONS:
-            raise ValueError(f"importance must be 'poor', 'all' or indices, got {importance!r}")
+    indices = _checked_importance(importance)
+    if indices is None:
         if importance == "all":
             return np.arange(n)
         if reliability is None:
             return np.zeros(0, int)
         return np.flatnonzero(np.asarray(reliability) > threshold)
-    indices = np.atleast_1d(np.asarray(importance))
-    if not np.issubdtype(indices.dtype, np.integer) or indices.ndim != 1:
-        raise ValueError(f"importance indices must be a 1-d integer array, got {indices.dtype}")
     bad = (indices < 0) | (indices >= n)
     if bad.any():
         raise ValueError(f"importance index {indices[bad][0]} is out of range for {n} examples")
+    return indices
+
+
+def _checked_importance(importance) -> np.ndarray | None:
+    """``importance`` as indices (an empty list selects none), or None for ``"poor"`` and
+    ``"all"``; ``ValueError`` for another string, None, or indices that are not 1-d
+    integers."""
+    if importance is None or isinstance(importance, str):
+        if importance not in IMPORTANCE_SELECTIONS:
+            raise ValueError(f"importance must be 'poor', 'all' or indices, got {importance!r}")
+        return None
+    indices = np.atleast_1d(np.asarray(importance))
+    if indices.size == 0 and indices.ndim == 1:
+        return np.zeros(0, int)
+    if not np.issubdtype(indices.dtype, np.integer) or indices.ndim != 1:
+        raise ValueError(f"importance indices must be a 1-d integer array, got {indices.dtype}")
     return indices
 
 

@@ -35,6 +35,7 @@ is pure JAX (no host callbacks), so it runs unchanged on CPU and GPU.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -53,6 +54,7 @@ from numpyro_mpe.crossval.psis_kernels import (
     loo_block,
     stream_blocks,
 )
+from numpyro_mpe.optim.base import check_count
 
 __all__ = [
     "ELPDDataPSIS",
@@ -123,6 +125,12 @@ def _layout(log_lik, name: str = "log_lik") -> _Layout:
     other arrays by position.
     """
     obs_dim, obs_coords, chain_coords, draw_coords = _DEFAULT_OBS_DIM, None, None, None
+    if isinstance(log_lik, xr.Dataset | xr.DataTree | Mapping):
+        raise TypeError(
+            f"{name} must be an array or a DataArray of shape (chain, draw, obs) or "
+            f"(draw, obs); got a {type(log_lik).__name__}: pick one variable, e.g. "
+            "idata['log_likelihood']['y']."
+        )
     if isinstance(log_lik, xr.DataArray):
         log_lik = _sample_dims_first(log_lik, name)
         obs_dim = log_lik.dims[-1]
@@ -136,13 +144,19 @@ def _layout(log_lik, name: str = "log_lik") -> _Layout:
     elif isinstance(log_lik, jax.Array):
         array = log_lik
     else:
-        array = np.asarray(log_lik)
+        try:
+            array = np.asarray(log_lik)
+        except ValueError as error:  # ragged nested lists
+            raise ValueError(
+                f"{name} must be a rectangular array of shape (chain, draw, obs) or "
+                f"(draw, obs); {error}"
+            ) from None
     if array.ndim not in (2, 3):
         raise ValueError(
             f"{name} must have shape (chain, draw, obs) or (draw, obs); got ndim={array.ndim} "
             f"with shape {tuple(array.shape)}."
         )
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TypeError(f"{name} must be real-valued; got dtype {array.dtype}.")
     n_chains, n_draws = (1, array.shape[0]) if array.ndim == 2 else array.shape[:2]
     n_obs = array.shape[-1]
@@ -198,9 +212,12 @@ def magnitude_limit(dtype: np.dtype, n_obs: int) -> float:
 def _check_values(array, name: str, dims: tuple[str, ...], limit: float, n_obs: int) -> None:
     """Raise ``ValueError`` naming the first (C order) non-finite entry of ``array``, or
     else the first entry whose magnitude exceeds ``limit``, before any work."""
-    if not np.issubdtype(array.dtype, np.floating):
+    if not jnp.issubdtype(array.dtype, jnp.floating):
         return  # integers: finite, and far below any float dtype's limit
     xp = jnp if isinstance(array, jax.Array) else np
+    # A limit above the dtype's largest value (half precision computed in float32) would
+    # be cast to inf and let inf through: the dtype's largest value then bounds it.
+    limit = min(limit, float(jnp.finfo(array.dtype).max))
     in_range = (array <= limit) & (array >= -limit)  # False for NaN and inf
     if bool(xp.all(in_range)):
         return
@@ -244,6 +261,40 @@ def _check_correction_range(log_correction: np.ndarray, dims, dtype, n_obs: int)
     )
 
 
+def _draw_values(name: str, values: ArrayLike | xr.DataArray, layout: _Layout) -> np.ndarray:
+    """``log_p`` or ``log_q`` as float64, one value per draw of ``log_lik``, validated
+    before any work: shape ``(chain, draw)`` as ``log_lik`` (``(1, S)`` for a
+    ``(draw, obs)`` one) or ``(S,)`` chain-major.
+
+    A ``DataArray`` with dimensions ``chain`` and ``draw`` is read by their names;
+    anything else by position, with the exact shape checked, so that a ``(draw, chain)``
+    array (R's layout) is refused rather than misread (only its total size once was).
+    """
+    n_chains, n_draws = layout.n_chains, layout.n_draws
+    n_samples = n_chains * n_draws
+    if isinstance(values, xr.DataArray) and set(values.dims) == {"chain", "draw"}:
+        values = values.transpose("chain", "draw")
+    try:
+        array = np.asarray(values)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(f"{name} must be a rectangular array; {error}") from None
+    if array.shape not in ((n_chains, n_draws), (n_samples,)):
+        hint = ""
+        if n_chains > 1 and array.shape == (n_draws, n_chains):
+            hint = " That is (draw, chain), R's layout: pass its transpose."
+        raise ValueError(
+            f"{name} must have one value per draw of log_lik, shape (chain, draw) = "
+            f"{(n_chains, n_draws)} or ({n_samples},) chain-major, {n_samples} draws in "
+            f"all; got shape {array.shape}.{hint}"
+        )
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise TypeError(f"{name} must be real-valued; got dtype {array.dtype}.")
+    array = array.astype(np.float64)
+    dims = ("chain", "draw")[-array.ndim :]
+    _check_values(array, name, dims, float(np.finfo(np.float64).max), layout.matrix.shape[1])
+    return array
+
+
 def tail_lengths(r_eff: np.ndarray, n_samples: int) -> np.ndarray:
     """R's ``n_pareto``: ``ceiling(pmin(0.2 * S, 3 * sqrt(S / r_eff)))`` in float64."""
     return np.ceil(np.minimum(0.2 * n_samples, 3.0 * np.sqrt(n_samples / r_eff))).astype(np.int32)
@@ -257,7 +308,13 @@ def tail_buffers(tail_len: np.ndarray, n_samples: int) -> tuple[int, int]:
 
 def _prepare_r_eff(r_eff, n_obs: int) -> np.ndarray:
     """Scalar or ``(N,)`` r_eff as float64 ``(N,)``; NaN entries become 1 (as R)."""
-    values = np.asarray(r_eff.values if isinstance(r_eff, xr.DataArray) else r_eff, float)
+    values = np.asarray(r_eff.values if isinstance(r_eff, xr.DataArray) else r_eff)
+    if not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
+        raise TypeError(
+            f"r_eff must be a real number or real numbers, one per observation; got dtype "
+            f"{values.dtype} ({_abbreviate(r_eff)})."
+        )
+    values = values.astype(float)
     if values.ndim == 0:
         values = np.full(n_obs, float(values))
     if values.shape != (n_obs,):
@@ -270,6 +327,45 @@ def _prepare_r_eff(r_eff, n_obs: int) -> np.ndarray:
         bad = int(np.argmax(~np.isfinite(values) | (values <= 0)))
         raise ValueError(f"r_eff must be positive and finite; r_eff[{bad}] = {values[bad]}.")
     return values
+
+
+def _abbreviate(value: object) -> str:
+    """``repr(value)``, cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_chunk_size(chunk_size: object) -> None:
+    """Raise unless ``chunk_size`` is None (the default block) or an integer >= 1: a
+    ``TypeError`` for a float, string or bool, a ``ValueError`` for 0 or a negative
+    count (``0`` must not mean the default, nor ``-1`` an empty pass)."""
+    if chunk_size is not None:
+        check_count("chunk_size", chunk_size, 1)
+
+
+def _check_flag(name: str, value: object) -> None:
+    """Raise ``TypeError`` unless ``value`` is a bool (``"no"`` or ``1`` is not one)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {_abbreviate(value)}")
+
+
+def _check_likelihoods(layout: _Layout) -> None:
+    """Raise ``ValueError`` naming the first negative entry of likelihood values (the
+    input of ``relative_eff(..., log=False)``), which are log-likelihoods by mistake."""
+    matrix = layout.matrix
+    xp = jnp if isinstance(matrix, jax.Array) else np
+    negative = matrix < 0
+    if not bool(xp.any(negative)):
+        return
+    sample, obs = (int(i) for i in np.unravel_index(int(xp.argmax(negative)), matrix.shape))
+    chain, draw = divmod(sample, layout.n_draws)
+    where = f"chain {chain}, draw {draw}" if layout.n_chains > 1 else f"draw {draw}"
+    raise ValueError(
+        f"with log=False, log_lik must hold likelihoods (>= 0); it has "
+        f"{int(xp.sum(negative))} negative value(s), the first {float(matrix[sample, obs])} "
+        f"({where}, {layout.obs_dim} {obs}). Pass log=True (the default) for "
+        "log-likelihoods."
+    )
 
 
 def _run_psis(
@@ -286,8 +382,6 @@ def _run_psis(
     tail_len = tail_lengths(r_eff, n_samples)
     tail_cap, capacity = tail_buffers(tail_len, n_samples)
     block = min(chunk_size or default_block(n_samples), n_obs)
-    if block < 1:
-        raise ValueError(f"chunk_size must be positive; got {chunk_size}.")
 
     correction = jnp.asarray(log_correction, dtype)
     log_weights = np.empty((n_samples, n_obs), dtype) if return_log_weights else None
@@ -337,9 +431,9 @@ def relative_eff(
     log : bool, default True
         Whether ``log_lik`` holds log-likelihoods. They are exponentiated after
         subtracting each observation's maximum, which leaves the ESS unchanged and
-        cannot overflow.
+        cannot overflow. With ``False`` the values must be likelihoods (``>= 0``).
     chunk_size : int, optional
-        Observations per jitted block (as for :func:`psis_loo`).
+        Observations per jitted block, an integer >= 1 (as for :func:`psis_loo`).
 
     Returns
     -------
@@ -347,6 +441,16 @@ def relative_eff(
         ``r_eff``. NaN where an observation's likelihood is constant (relative spread
         below machine epsilon) or a split chain has fewer than 3 draws, as R;
         :func:`psis_loo` replaces NaN by 1, as R's ``loo`` does.
+
+    Raises
+    ------
+    ValueError
+        Before any work: ``log_lik`` as for :func:`psis_loo`; a negative value with
+        ``log=False`` (log-likelihoods passed as likelihoods); a ``chain_id`` with a 3-D
+        input, of the wrong length or with chains of unequal length; ``chunk_size < 1``.
+    TypeError
+        A non-real dtype, a ``log`` that is not a bool or a ``chunk_size`` that is not
+        an integer.
 
     Notes
     -----
@@ -364,7 +468,12 @@ def relative_eff(
     >>> relative_eff(ll).shape
     (3,)
     """
-    return _relative_eff(_layout(log_lik), chain_id, log=log, chunk_size=chunk_size)
+    _check_flag("log", log)
+    _check_chunk_size(chunk_size)
+    layout = _layout(log_lik)
+    if not log:
+        _check_likelihoods(layout)
+    return _relative_eff(layout, chain_id, log=log, chunk_size=chunk_size)
 
 
 def _relative_eff(
@@ -524,15 +633,15 @@ def psis_loo(
         optionally ``chain`` (without it, one chain), and exactly one other dimension,
         the observations (its name and coordinates are kept), in any order. Values must
         be finite and not too large (see Raises). Computed in the input's float dtype
-        (float32 unless ``jax_enable_x64`` is on).
+        (float32 unless ``jax_enable_x64`` is on; half precision in float32).
     r_eff : float or array_like ``(obs,)``, optional
         Relative efficiency of each observation's likelihood. Default: for a 3-D input,
         :func:`relative_eff` of ``log_lik`` (R's recommended
         ``r_eff = relative_eff(exp(log_lik))``); for a 2-D input, 1 (draws treated as
         independent, as R's default). NaN entries are replaced by 1, as R.
     chunk_size : int, optional
-        Observations per jitted block (default about ``2**19 / S`` on CPU, ``2**25 / S``
-        on GPU). Device memory scales with ``chunk_size * S``.
+        Observations per jitted block, an integer >= 1 (default about ``2**19 / S`` on
+        CPU, ``2**25 / S`` on GPU). Device memory scales with ``chunk_size * S``.
     return_log_weights : bool, default True
         Keep the ``(chain, draw, obs)`` smoothed log weights (host memory the size of
         ``log_lik``); ``False`` leaves ``log_weights`` as None.
@@ -553,10 +662,12 @@ def psis_loo(
         fewer than 2 draws, a non-finite value, a value too large for the compute dtype
         (above its largest value / 8, or the largest float64 / ``8 N``, where log ratios,
         their differences or the totals could overflow: each message names the first
-        such entry, its ``(chain, draw, obs)`` and, for the magnitude, the dtype), or a
-        bad ``r_eff``.
+        such entry, its ``(chain, draw, obs)`` and, for the magnitude, the dtype), a
+        bad ``r_eff`` or ``chunk_size < 1``.
     TypeError
-        A non-real dtype.
+        A non-real dtype (of ``log_lik`` or ``r_eff``), a ``Dataset`` or dict for
+        ``log_lik``, a ``chunk_size`` that is not an integer or a
+        ``return_log_weights`` that is not a bool.
 
     Warns
     -----
@@ -606,6 +717,8 @@ def psis_loo(
     >>> result.elpd_i.shape, result.log_weights.shape
     ((20,), (2, 500, 20))
     """
+    _check_chunk_size(chunk_size)
+    _check_flag("return_log_weights", return_log_weights)
     layout = _layout(log_lik)
     n_samples, n_obs = layout.matrix.shape
     if r_eff is None:
@@ -637,9 +750,11 @@ def approximate_posterior_loo(
     ----------
     log_lik : array_like or DataArray, shape ``(chain, draw, obs)`` or ``(draw, obs)``
         Pointwise log-likelihood at the draws from ``q``.
-    log_p : array_like, shape ``(chain, draw)`` or ``(draw,)``
-        Unnormalized log posterior density at each draw.
-    log_q : array_like, same shape as ``log_p``
+    log_p : array_like or DataArray, shape ``(chain, draw)`` or ``(chain * draw,)``
+        Unnormalized log posterior density at each draw: ``(chain, draw)`` as
+        ``log_lik`` (``(1, draw)`` for a 2-D one) or flat, chain-major. A ``DataArray``
+        with dimensions ``chain`` and ``draw`` is read by their names, in any order.
+    log_q : array_like or DataArray, same shape as ``log_p``
         Log density of the approximation at each draw (R's ``log_g``).
     chunk_size, return_log_weights
         As for :func:`psis_loo`.
@@ -648,6 +763,16 @@ def approximate_posterior_loo(
     -------
     ELPDDataPSIS
         As :func:`psis_loo`, with ``approx_posterior=True`` and ``r_eff`` all ones.
+
+    Raises
+    ------
+    ValueError
+        Before any work: as :func:`psis_loo`; a ``log_p`` or ``log_q`` of another shape
+        (a ``(draw, chain)`` array, R's layout, included), with a non-finite value, or
+        ``log_q`` of another shape than ``log_p``; a ``log_p - log_q`` that overflows
+        float64 or spans more than the magnitude limit (naming the draw).
+    TypeError
+        As :func:`psis_loo`; a non-real ``log_p`` or ``log_q``.
 
     Examples
     --------
@@ -662,22 +787,19 @@ def approximate_posterior_loo(
     >>> approximate_posterior_loo(log_lik, log_p, log_q).approx_posterior
     True
     """
+    _check_chunk_size(chunk_size)
+    _check_flag("return_log_weights", return_log_weights)
     layout = _layout(log_lik)
-    n_samples, n_obs = layout.matrix.shape
-    corrections = []
-    for name, value in (("log_p", log_p), ("log_q", log_q)):
-        array = np.asarray(value, dtype=np.float64)
-        if array.size != n_samples or array.ndim not in (1, 2):
-            raise ValueError(
-                f"{name} must have one value per draw, shape (chain, draw) or (draw,) with "
-                f"{n_samples} draws in all; got shape {array.shape}."
-            )
-        dims = ("chain", "draw")[-array.ndim :]
-        _check_values(array, name, dims, float(np.finfo(np.float64).max), n_obs)
-        corrections.append(array)
-    dims = ("chain", "draw")[-corrections[0].ndim :]
+    n_obs = layout.matrix.shape[1]
+    log_p = _draw_values("log_p", log_p, layout)
+    log_q = _draw_values("log_q", log_q, layout)
+    if log_q.shape != log_p.shape:
+        raise ValueError(
+            f"log_q must have the shape of log_p, {log_p.shape}; got shape {log_q.shape}."
+        )
+    dims = ("chain", "draw")[-log_p.ndim :]
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
-        log_correction = corrections[0] - corrections[1].reshape(corrections[0].shape)
+        log_correction = log_p - log_q
     _check_values(log_correction, "log_p - log_q", dims, float(np.finfo(np.float64).max), n_obs)
     _check_correction_range(log_correction, dims, compute_dtype(layout.matrix), n_obs)
     log_correction = (log_correction - log_correction.max()).reshape(-1)

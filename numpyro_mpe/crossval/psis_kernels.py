@@ -406,8 +406,17 @@ def _slice_columns(x: jax.Array, start: jax.Array, *, width: int) -> jax.Array:
 
 
 def compute_dtype(x) -> np.dtype:
-    """The input's float dtype as JAX will hold it (float32 unless x64 is enabled)."""
-    dtype = np.dtype(x.dtype) if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
+    """The dtype PSIS computes ``x`` in: its float dtype as JAX will hold it (float32
+    unless x64 is enabled), at least float32.
+
+    Half precision (``float16``, ``bfloat16``) is computed in float32: its 3 or 4
+    significant digits cannot carry the weight normalization or the tail fit, and XLA's
+    FFT (in :func:`ess_block`) refuses it. Integers are computed in float64 (float32
+    without x64).
+    """
+    dtype = np.dtype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else np.dtype(np.float64)
+    if dtype.itemsize < 4:
+        dtype = np.dtype(np.float32)
     return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
 

@@ -38,9 +38,10 @@ from numpyro_mpe.crossval.groups import group_codes
 from numpyro_mpe.crossval.importance import log_normalizer
 from numpyro_mpe.crossval.psis import ParetoKWarning
 from numpyro_mpe.crossval.results import ELPDDataRefit, make_refit_elpd_data
-from numpyro_mpe.infer.blr import ConvergenceWarning
+from numpyro_mpe.infer.blr import ConvergenceWarning, check_optimizer_for_guide
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.optim import NaturalGradientOptimizer, newton
+from numpyro_mpe.optim.base import check_count
 
 __all__ = ["exact_loo"]
 
@@ -388,11 +389,8 @@ def exact_loo(
             f"exact_loo refits an AutoGaussian's family; got guide {type(guide).__name__} "
             "(AutoConjugate's loo is exact already)"
         )
-    if optimizer is not None and not isinstance(optimizer, NaturalGradientOptimizer):
-        raise TypeError(
-            "optimizer must be a numpyro_mpe.optim optimizer (e.g. optim.newton(tol=1e-15)), "
-            f"got {type(optimizer).__name__}"
-        )
+    if optimizer is not None:
+        check_optimizer_for_guide(optimizer, guide, where="exact_loo")
     counts = (
         ("num_steps", num_steps),
         ("batch_size", batch_size),
@@ -403,8 +401,7 @@ def exact_loo(
         # num_steps=0 once returned the full-data densities labelled as refits.
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    check_count("seed", seed, 0)
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
     n = plate_model.num_examples
     options = {

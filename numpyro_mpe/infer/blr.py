@@ -20,10 +20,21 @@ from tqdm.auto import tqdm
 from numpyro_mpe.core.curvature import gauss_newton_matrix
 from numpyro_mpe.core.gaussian import check_positive_definite
 from numpyro_mpe.core.model import ModelError, join_arguments, split_arguments, trace_model
-from numpyro_mpe.core.rows import MinibatchPlan, gather_rows, leading_axis_mask, plan_row_slicing
+from numpyro_mpe.core.rows import (
+    MinibatchPlan,
+    gather_rows,
+    leading_axis_mask,
+    limit_compilations,
+    plan_row_slicing,
+)
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.infer.minibatch import check_batch_size, minibatch_indices
-from numpyro_mpe.optim.base import NaturalGradientOptimizer, check_count, check_schedule
+from numpyro_mpe.optim.base import (
+    NaturalGradientOptimizer,
+    check_count,
+    check_rng_key,
+    check_schedule,
+)
 
 __all__ = [
     "BLR",
@@ -31,7 +42,7 @@ __all__ = [
     "BLRState",
     "ConvergenceWarning",
     "blr_update",
-    "check_rng_key",
+    "check_optimizer_for_guide",
     "default_checkpoint",
     "gauss_newton_fn",
     "negative_log_joint",
@@ -40,25 +51,6 @@ __all__ = [
 
 class ConvergenceWarning(UserWarning):
     """A fit that did not converge or diverged: its Gaussian is not the posterior."""
-
-
-def check_rng_key(rng_key: Any, where: str) -> None:
-    """Raise ``TypeError`` unless ``rng_key`` is a jax PRNG key (typed or raw ``(2,)``
-    uint32), naming ``where``."""
-    if isinstance(rng_key, jax.Array | np.ndarray):
-        if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) and rng_key.shape == ():
-            return
-        if rng_key.dtype == np.uint32 and rng_key.shape == (2,):
-            return
-    described = f"{type(rng_key).__name__}"
-    if hasattr(rng_key, "shape"):
-        described += f" of shape {rng_key.shape} and dtype {rng_key.dtype}"
-    else:
-        described += f" {rng_key!r}"
-    raise TypeError(
-        f"{where}: rng_key must be a jax PRNG key, e.g. jax.random.key(0) or "
-        f"jax.random.PRNGKey(0); got {described}"
-    )
 
 
 def _check_integer(name: str, value: Any) -> int:
@@ -206,6 +198,29 @@ def _predictor_names(model, plate, args, kwargs) -> tuple[str, ...]:
     return plate_model.predictor.names
 
 
+def check_optimizer_for_guide(optimizer: Any, guide: AutoGaussian, where: str = "") -> None:
+    """Refuse what is not a :class:`NaturalGradientOptimizer`, or one that keeps another
+    covariance than the guide's (a diagonal fit read as a dense guide's, or back).
+
+    Raises
+    ------
+    TypeError, ValueError
+    """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(optimizer, NaturalGradientOptimizer):
+        raise TypeError(
+            f"{prefix}optimizer must be a numpyro_mpe.optim optimizer "
+            f"(NaturalGradientOptimizer, e.g. optim.newton()), got {type(optimizer).__name__}"
+        )
+    if optimizer.covariance not in (None, guide.covariance):
+        raise ValueError(
+            f"{prefix}the optimizer keeps a {optimizer.covariance} precision but the guide "
+            f"is AutoGaussian(covariance={guide.covariance!r}); use "
+            f"AutoGaussian(model, covariance={optimizer.covariance!r}) or give the "
+            f"optimizer covariance={guide.covariance!r}"
+        )
+
+
 @partial(jax.jit, static_argnums=(0, 1, 2, 3, 7))
 def _blr_init(model, optimizer, plate, static, mean, rng_key, arrays, names=None):
     loss_fn, num_examples = negative_log_joint(model, plate, static, arrays)
@@ -298,18 +313,7 @@ class BLR:
     ):
         if not isinstance(guide, AutoGaussian):
             raise TypeError(f"guide must be a numpyro_mpe.AutoGaussian, got {type(guide)}")
-        if not isinstance(optimizer, NaturalGradientOptimizer):
-            raise TypeError(
-                "optimizer must be a numpyro_mpe.optim optimizer (NaturalGradientOptimizer, "
-                f"e.g. optim.newton()), got {type(optimizer).__name__}"
-            )
-        if optimizer.covariance not in (None, guide.covariance):
-            raise ValueError(
-                f"the optimizer keeps a {optimizer.covariance} precision but the guide is "
-                f"AutoGaussian(covariance={guide.covariance!r}); use "
-                f"AutoGaussian(model, covariance={optimizer.covariance!r}) or give the "
-                f"optimizer covariance={guide.covariance!r}"
-            )
+        check_optimizer_for_guide(optimizer, guide)
         self.model = model
         self.guide = guide
         self.optimizer = optimizer
@@ -375,6 +379,11 @@ class BLR:
             check_batch_size(_check_integer("batch_size", batch_size), plate_model.num_examples)
             plan = plan_row_slicing(self.model, self.plate, args, kwargs, plate_model)
         arrays, static = split_arguments(args, kwargs)
+        names = self._gauss_newton_names(args, kwargs, static)
+        settings = {"model": self.model, "optimizer": self.optimizer, "plate": self.plate}
+        limit_compilations(
+            _blr_init, (mean, arrays), {**settings, "static": static, "names": names}
+        )
         optim_state = _blr_init(
             self.model,
             self.optimizer,
@@ -383,7 +392,7 @@ class BLR:
             mean,
             jax.random.fold_in(rng_key, 2),
             arrays,
-            self._gauss_newton_names(args, kwargs, static),
+            names,
         )
         data_key = jax.random.fold_in(rng_key, 1)
         return BLRState(optim_state, rng_key, jnp.zeros((), jnp.int32), data_key, plan)
@@ -439,15 +448,16 @@ class BLR:
             if state.step is None or state.data_key is None:
                 raise ValueError("minibatches need a BLRState from BLR.init (step, data_key)")
             state = self._with_plan(state, batch_size, args, kwargs)
+        names = self._gauss_newton_names(args, kwargs, static)
+        # One compilation per data size: bounded, as loo's (a run per size would keep all).
+        settings = {"model": self.model, "optimizer": self.optimizer, "plate": self.plate}
+        limit_compilations(
+            blr_update,
+            (state, arrays),
+            {**settings, "static": static, "batch_size": batch_size, "names": names},
+        )
         return blr_update(
-            self.model,
-            self.optimizer,
-            self.plate,
-            static,
-            batch_size,
-            state,
-            arrays,
-            self._gauss_newton_names(args, kwargs, static),
+            self.model, self.optimizer, self.plate, static, batch_size, state, arrays, names
         )
 
     def _gauss_newton_names(self, args: tuple, kwargs: dict, static) -> tuple | None:

@@ -59,6 +59,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 from numpyro import handlers
 from numpyro.infer import SVI
@@ -66,6 +67,7 @@ from numpyro.infer.autoguide import AutoDelta
 
 from numpyro_mpe.core.model import PlateModel, trace_model
 from numpyro_mpe.infer.guide import AutoGaussian
+from numpyro_mpe.optim.base import check_number
 
 __all__ = [
     "diag_prior_precision",
@@ -169,6 +171,31 @@ def diag_prior_precision(plate_model: PlateModel, theta: ArrayLike) -> jax.Array
     return jnp.diag(jax.hessian(lambda t: -plate_model.log_prior(t))(theta))
 
 
+def _checked_prior_precision(prior_precision: ArrayLike) -> np.ndarray:
+    """A user's ``prior_precision`` as an array, or an error naming it unless it is a
+    number or an array of numbers (``TypeError``), finite and non-negative
+    (``ValueError``). Its shape is checked against ``P`` once the model is traced."""
+    if isinstance(prior_precision, int | float | np.integer | np.floating):
+        check_number("prior_precision", prior_precision, 0.0, closed=True)
+        return np.asarray(prior_precision)
+    try:
+        array = np.asarray(prior_precision)
+    except Exception:
+        array = np.asarray(None)
+    if array.dtype.kind not in "iuf" or isinstance(prior_precision, str):
+        raise TypeError(
+            "prior_precision must be a number or a (P,) array of numbers (the flat latent "
+            f"vector), got {type(prior_precision).__name__}"
+        )
+    bad = ~(np.isfinite(array) & (array >= 0))
+    if bad.any():
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))
+        raise ValueError(
+            f"prior_precision must be finite and >= 0, got {array[index]} at index {index}"
+        )
+    return array
+
+
 def _flat_latents(plate_model: PlateModel, tree: dict, prefix: str) -> jax.Array:
     parts = []
     for site in plate_model.latent_shapes:
@@ -210,15 +237,17 @@ def posterior_from_svi(
     *args, **kwargs
         The model's arguments for the *full* data (no subsampling).
     decay : float, optional
-        Decay of the squared-gradient average (optax does not store it): Adam's ``b2``
-        (default 0.999) or RMSprop's ``decay`` (default 0.9). RMSprop must have been
-        built with ``initial_scale=0`` (optax's default) for the bias correction to hold.
+        Decay of the squared-gradient average (optax does not store it), in ``[0, 1)``:
+        Adam's ``b2`` (default 0.999) or RMSprop's ``decay`` (default 0.9); only for a
+        state that has ``nu``. RMSprop must have been built with ``initial_scale=0``
+        (optax's default) for the bias correction to hold.
     prior_precision : array_like, optional
-        Scalar or ``(P,)`` ``delta``; the diagonal prior Hessian at the MAP by default.
+        Scalar or ``(P,)`` ``delta``, finite and ``>= 0``; the diagonal prior Hessian at
+        the MAP by default.
     sgd_precision : float, optional
-        Per-coordinate likelihood precision ``c`` used when the state has no ``nu``;
-        ``N`` by default. (``1 / learning_rate`` is the other natural choice: the
-        curvature an SGD step treats as known.)
+        Per-coordinate likelihood precision ``c > 0`` used when the state has no ``nu``
+        (only then); ``N`` by default. (``1 / learning_rate`` is the other natural
+        choice: the curvature an SGD step treats as known.)
     plate : str, optional
         The plate of examples.
 
@@ -232,9 +261,16 @@ def posterior_from_svi(
     Raises
     ------
     TypeError
-        When ``svi.guide`` is not an ``AutoDelta``.
+        When ``svi`` is not an ``SVI``, ``svi.guide`` not an ``AutoDelta``, ``svi_state``
+        not the state of an optax optimizer, or ``decay``, ``prior_precision`` or
+        ``sgd_precision`` not a number (array).
     ValueError
-        When the resulting precision is not positive.
+        Before any work: ``decay`` outside ``[0, 1)``, ``sgd_precision`` not in
+        ``(0, inf)``, ``prior_precision`` not finite and ``>= 0`` or of another shape
+        than ``()`` or ``(P,)``, ``decay`` given for a state without ``nu`` (SGD) or
+        ``sgd_precision`` for one with it, a state that has taken no step, or AutoDelta
+        params that are missing, of another size or not finite. After: when the
+        resulting precision is not positive and finite.
 
     Examples
     --------
@@ -268,8 +304,34 @@ def posterior_from_svi(
             "numpyro.optim.optax_to_numpyro(optax.adam(1e-2)) (or optax.rmsprop, "
             "optax.sgd) instead of numpyro.optim.Adam"
         )
-    plate_model = trace_model(svi.model, *args, plate=plate, with_predictor=False, **kwargs)
     raw_params, opt_state = inner
+    kind, nu, count = find_second_moment(opt_state)
+    if decay is not None:
+        check_number("decay", decay, 0.0, 1.0, closed=True, open_high=True)
+        if kind == "sgd":
+            raise ValueError(
+                f"decay={decay!r} is the decay of Adam's or RMSprop's squared-gradient "
+                "average, but this optax state has none (SGD); leave decay None, or pass "
+                "sgd_precision"
+            )
+    if sgd_precision is not None:
+        check_number("sgd_precision", sgd_precision, 0.0)
+        if kind != "sgd":
+            raise ValueError(
+                f"sgd_precision={sgd_precision!r} is for an SGD state, but this optax state "
+                f"is {kind}'s: its precision comes from the squared-gradient average nu "
+                "(leave sgd_precision None)"
+            )
+    if prior_precision is not None:
+        prior_precision = _checked_prior_precision(prior_precision)
+    count = step if count is None else count
+    if int(count) < 1 or int(step) < 1:
+        raise ValueError(
+            f"svi_state has taken {int(min(count, step))} optimizer steps (the state of "
+            "svi.init): there is no MAP or squared-gradient average yet; pass the state "
+            "after training (svi.run(...).state)"
+        )
+    plate_model = trace_model(svi.model, *args, plate=plate, with_predictor=False, **kwargs)
     prefix = svi.guide.prefix
     mean = _flat_latents(plate_model, raw_params, prefix)
     if mean.shape != plate_model.init_theta.shape:
@@ -277,18 +339,32 @@ def posterior_from_svi(
             f"AutoDelta latent size {mean.shape} differs from the model's "
             f"{plate_model.init_theta.shape}"
         )
+    if not bool(jnp.all(jnp.isfinite(mean))):
+        index = int(np.argmax(~np.isfinite(np.asarray(mean))))
+        raise ValueError(
+            f"posterior_from_svi: the AutoDelta params hold {float(mean[index])} at flat "
+            f"latent index {index}: the SVI run diverged (lower the learning rate)"
+        )
     if prior_precision is None:
         prior_precision = diag_prior_precision(plate_model, mean)
-    kind, nu, count = find_second_moment(opt_state)
+    elif prior_precision.shape not in ((), mean.shape):
+        raise ValueError(
+            f"prior_precision must be a scalar or of shape {mean.shape} (the flat latent "
+            f"vector), got shape {prior_precision.shape}"
+        )
     if kind == "sgd":
         scale = plate_model.num_examples if sgd_precision is None else sgd_precision
         precision = jnp.full_like(mean, scale) + prior_precision
     else:
         nu_flat = _flat_latents(plate_model, nu, prefix)
         decay = _DEFAULT_DECAY[kind] if decay is None else decay
-        count = step if count is None else count
         precision = precision_from_second_moment(nu_flat, count, decay, prior_precision)
     precision = jnp.broadcast_to(precision, mean.shape)
+    if not bool(jnp.all(jnp.isfinite(precision))):
+        raise ValueError(
+            f"posterior_from_svi: the precision is not finite ({precision}): the optimizer "
+            "state's squared-gradient average nu is not finite (the SVI run diverged)"
+        )
     if not bool(jnp.all(precision > 0)):
         raise ValueError(
             "posterior_from_svi: the precision has non-positive entries "

@@ -23,6 +23,11 @@ The extras (:data:`EXTRAS`):
 signatures. ``mean_precision(state, covariance)`` reads the Gaussian ``N(m, S^-1)`` off a
 state, so MPE works at any iteration; ``covariance`` says which family the optimizer's
 precision is (None: it computes full Hessians and serves either family).
+
+Every ``init`` checks ``mean`` (:func:`check_mean`) and ``loss_fn``, every ``update`` and
+``mean_precision`` its state (:func:`check_state`), before any work; the checks look at
+shapes and dtypes only when their arguments are traced, so they hold under ``jit`` and
+``vmap``.
 """
 
 from __future__ import annotations
@@ -36,18 +41,27 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
-from numpyro_mpe.core.options import Covariance
+from numpyro_mpe.core.gaussian import check_symmetric
+from numpyro_mpe.core.options import COVARIANCES, Covariance, check_choice
 
 __all__ = [
     "EXTRAS",
     "NaturalGradientOptimizer",
     "cached_by_settings",
     "check_count",
+    "check_loss_fn",
     "check_lr",
+    "check_mean",
     "check_number",
+    "check_precision_init",
+    "check_rng_key",
     "check_schedule",
+    "check_state",
     "dense_or_diag",
+    "initial_precision",
+    "is_traced",
     "learning_rate",
     "newton_decrement",
 ]
@@ -70,7 +84,7 @@ class NaturalGradientOptimizer(NamedTuple):
         are always present.
     mean_precision : callable
         ``mean_precision(state, covariance) -> (m, S)`` for ``covariance`` in
-        ``{"dense", "diag"}``.
+        ``{"dense", "diag"}`` (``ValueError`` for another name).
     covariance : {"dense", "diag"} or None
         The family of the precision the optimizer keeps; None when it computes full
         Hessians and serves either family (:func:`~numpyro_mpe.optim.newton`).
@@ -159,20 +173,29 @@ def learning_rate(lr: float | Callable, step: jax.Array) -> jax.Array:
 
 
 def check_number(
-    name: str, value: object, low: float, high: float = math.inf, *, closed: bool = False
+    name: str,
+    value: object,
+    low: float,
+    high: float = math.inf,
+    *,
+    closed: bool = False,
+    open_high: bool = False,
 ) -> None:
-    """Raise unless ``value`` is a real number in ``(low, high]`` (``[low, high]`` when
-    ``closed``): ``TypeError`` for a string, None, bool or array, ``ValueError`` for NaN,
-    inf or a number out of range, naming ``name`` and the value."""
+    """Raise unless ``value`` is a real number in ``(low, high]`` (``[low, ...`` when
+    ``closed``, ``..., high)`` when ``open_high``): ``TypeError`` for a string, None, bool
+    or array, ``ValueError`` for NaN, inf or a number out of range, naming ``name`` and
+    the value."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise TypeError(f"{name} must be a number, got {value!r}")
     above = value >= low if closed else value > low
-    if not (math.isfinite(value) and above and value <= high):
-        raise ValueError(f"{name} must be in {_interval(low, high, closed)}, got {value!r}")
+    below = value < high if open_high else value <= high
+    if not (math.isfinite(value) and above and below):
+        interval = _interval(low, high, closed, open_high)
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
 
 
-def _interval(low: float, high: float, closed: bool) -> str:
-    right = f"{high:g}]" if math.isfinite(high) else "inf)"
+def _interval(low: float, high: float, closed: bool, open_high: bool = False) -> str:
+    right = f"{high:g}{')' if open_high else ']'}" if math.isfinite(high) else "inf)"
     return f"{'[' if closed else '('}{low:g}, {right}"
 
 
@@ -216,8 +239,160 @@ def check_schedule(optimizer: NaturalGradientOptimizer, first: int, last: int) -
         )
 
 
+def is_traced(value: object) -> bool:
+    """Whether ``value`` is a jax tracer (under ``jit`` / ``vmap``): its values are unknown,
+    so only its shape and dtype can be checked."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def check_rng_key(rng_key: object, where: str) -> None:
+    """Raise ``TypeError`` unless ``rng_key`` is a jax PRNG key (typed or raw ``(2,)``
+    uint32), naming ``where``; shapes and dtypes only, so it holds under ``jit``."""
+    if isinstance(rng_key, jax.Array | np.ndarray):
+        if jnp.issubdtype(rng_key.dtype, jax.dtypes.prng_key) and rng_key.shape == ():
+            return
+        if rng_key.dtype == np.uint32 and rng_key.shape == (2,):
+            return
+    described = f"{type(rng_key).__name__}"
+    if hasattr(rng_key, "shape"):
+        described += f" of shape {rng_key.shape} and dtype {rng_key.dtype}"
+    else:
+        described += f" {rng_key!r}"
+    raise TypeError(
+        f"{where}: rng_key must be a jax PRNG key, e.g. jax.random.key(0) or "
+        f"jax.random.PRNGKey(0); got {described}"
+    )
+
+
+def check_loss_fn(loss_fn: object, where: str) -> None:
+    """Raise ``TypeError`` unless ``loss_fn`` is callable, naming ``where``."""
+    if not callable(loss_fn):
+        raise TypeError(
+            f"{where}: loss_fn must be a callable theta -> scalar loss, got "
+            f"{type(loss_fn).__name__}"
+        )
+
+
+def check_mean(mean: ArrayLike, where: str) -> jax.Array:
+    """``mean`` as a jax array, or an error naming ``where`` unless it is ``(P,)``
+    floating point (``TypeError``) and, when its values are known (not traced), finite
+    (``ValueError`` with the index of the first bad entry)."""
+    try:
+        array = jnp.asarray(mean)
+    except TypeError:
+        raise TypeError(
+            f"{where}: mean must be a (P,) array of floats, got {type(mean).__name__}"
+        ) from None
+    if array.ndim != 1 or array.shape[0] == 0:
+        raise ValueError(f"{where}: mean must have shape (P,) with P >= 1, got {array.shape}")
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise TypeError(
+            f"{where}: mean must be floating point, got dtype {array.dtype} (write "
+            "jnp.zeros(P) or cast with .astype(float))"
+        )
+    if not is_traced(array):
+        values = np.asarray(array)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            index = int(np.argmax(bad))
+            raise ValueError(f"{where}: mean contains {values[index]} at index {index}")
+    return array
+
+
+def check_state(
+    state: object, state_type: type, where: str, *, covariance: Covariance | None = None
+) -> None:
+    """Raise ``TypeError`` unless ``state`` is a ``state_type`` (from this optimizer's
+    ``init``) and, when ``covariance`` is given, ``ValueError`` unless its precision is
+    of that family (``(P, P)`` dense, ``(P,)`` diag); names ``where``. Shapes only, so it
+    holds under ``jit``."""
+    if not isinstance(state, state_type):
+        raise TypeError(
+            f"{where}: state must be a {state_type.__name__} (from this optimizer's init), "
+            f"got {type(state).__name__}"
+        )
+    if covariance is None:
+        return
+    shape = jnp.shape(state.precision)
+    size = jnp.shape(state.mean)[0]
+    expected = (size, size) if covariance == "dense" else (size,)
+    if shape != expected:
+        raise ValueError(
+            f"{where}: the state's precision has shape {shape}, but this optimizer keeps a "
+            f"covariance={covariance!r} precision {expected}: the state comes from an "
+            "optimizer of the other family"
+        )
+
+
+def check_precision_init(precision_init: ArrayLike | None, covariance: Covariance) -> None:
+    """Raise unless ``precision_init`` is None or a positive definite initial precision:
+    a positive number, a ``(P,)`` array of positive entries or (``covariance="dense"``)
+    a symmetric positive definite ``(P, P)`` matrix. ``TypeError`` for a string, bool or
+    non-numeric array, ``ValueError`` naming the shape or value at fault. (``P`` is
+    checked by :func:`initial_precision`.)"""
+    if precision_init is None or is_traced(precision_init):
+        return
+    if isinstance(precision_init, int | float | np.integer | np.floating):
+        check_number("precision_init", precision_init, 0.0)
+        return
+    try:
+        array = np.asarray(precision_init)
+    except Exception:
+        array = np.asarray(None)
+    if array.dtype.kind not in "iuf":
+        raise TypeError(
+            f"precision_init must be a positive number or an array of them, got {precision_init!r}"
+        )
+    allowed = ("()", "(P,)", "(P, P)") if covariance == "dense" else ("()", "(P,)")
+    square = array.ndim == 2 and array.shape[0] == array.shape[1] and covariance == "dense"
+    if array.ndim > 1 and not square:
+        raise ValueError(
+            f"precision_init must have shape {' or '.join(allowed)} for "
+            f"covariance={covariance!r}, got {array.shape}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"precision_init must be finite, got {array}")
+    if array.ndim < 2:
+        if np.any(array <= 0):
+            index = int(np.argmax(array.reshape(-1) <= 0))
+            raise ValueError(
+                f"precision_init must be positive, got {array.reshape(-1)[index]} at index {index}"
+            )
+        return
+    check_symmetric(array, "precision_init", where="optimizer settings")
+    smallest = np.linalg.eigvalsh(array).min()
+    if smallest <= 0:
+        raise ValueError(
+            f"precision_init must be positive definite, got smallest eigenvalue {smallest:.3g}"
+        )
+
+
+def initial_precision(
+    precision_init: ArrayLike, mean: jax.Array, covariance: Covariance, where: str
+) -> jax.Array:
+    """``precision_init`` (checked by :func:`check_precision_init`) as the ``(P, P)``
+    (dense) or ``(P,)`` (diag) precision of ``mean`` ``(P,)``; ``ValueError`` naming
+    ``where`` when its shape does not fit ``P``."""
+    size = mean.shape[0]
+    precision = jnp.asarray(precision_init, mean.dtype)
+    fits = precision.shape in ((), (size,)) or (
+        covariance == "dense" and precision.shape == (size, size)
+    )
+    if not fits:
+        allowed = f"(), ({size},)" + (f" or ({size}, {size})" if covariance == "dense" else "")
+        raise ValueError(
+            f"{where}: precision_init has shape {precision.shape}; for a mean of {size} "
+            f"entries and covariance={covariance!r} it must have shape {allowed}"
+        )
+    if covariance == "dense":
+        return precision if precision.ndim == 2 else jnp.diag(jnp.broadcast_to(precision, (size,)))
+    return jnp.broadcast_to(precision, (size,))
+
+
 def dense_or_diag(precision: jax.Array, covariance: Covariance) -> jax.Array:
-    """A ``(P, P)`` or ``(P,)`` precision in the form the guide's ``covariance`` needs."""
+    """A ``(P, P)`` or ``(P,)`` precision in the form the guide's ``covariance`` needs
+    (``ValueError`` for another ``covariance``)."""
+    check_choice("covariance", covariance, COVARIANCES)
     if covariance == "dense":
         return precision if precision.ndim == 2 else jnp.diag(precision)
     return jnp.diag(precision) if precision.ndim == 2 else precision

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from numpyro_mpe.core.options import COVARIANCES, Covariance, check_choice
@@ -15,9 +16,14 @@ from numpyro_mpe.optim.base import (
     NaturalGradientOptimizer,
     cached_by_settings,
     check_count,
+    check_loss_fn,
     check_lr,
+    check_mean,
     check_number,
+    check_rng_key,
+    check_state,
     dense_or_diag,
+    is_traced,
     learning_rate,
 )
 
@@ -28,6 +34,58 @@ __all__ = [
     "iblr_dense_precision_update",
     "iblr_precision_update",
 ]
+
+
+def check_precision_update(
+    precision: jax.Array, estimate: jax.Array, rate: ArrayLike, *, dense: bool, where: str
+) -> None:
+    """Raise unless the arguments of an iBLR precision step fit together, naming ``where``.
+
+    Shapes always (they are static under ``jit`` and ``vmap``): ``estimate`` has the
+    shape of ``precision``, which is ``(P, P)`` when ``dense``; ``rate`` is a scalar (or,
+    elementwise, broadcasts to ``precision``'s shape). Values only where they are known
+    (not traced): ``rate`` in ``[0, 1]``, ``estimate`` finite, ``precision`` positive
+    (positive definite when ``dense``).
+    """
+    shape = precision.shape
+    if dense and (len(shape) != 2 or shape[0] != shape[1]):
+        raise ValueError(f"{where}: precision must be a square (P, P) matrix, got shape {shape}")
+    if estimate.shape != shape:
+        raise ValueError(
+            f"{where}: precision_estimate has shape {estimate.shape}, precision {shape}; "
+            "they must be equal"
+        )
+    if isinstance(rate, int | float | np.integer | np.floating):
+        check_number("rate", rate, 0.0, 1.0, closed=True)
+    else:
+        rate_shape = jnp.shape(rate)
+        fits = rate_shape == () if dense else jnp.broadcast_shapes(rate_shape, shape) == shape
+        if not fits:
+            expected = "a scalar" if dense else f"a scalar or broadcast to {shape}"
+            raise ValueError(f"{where}: rate must be {expected}, got shape {rate_shape}")
+        if not is_traced(rate):
+            values = np.asarray(rate, dtype=float)
+            if not np.all(np.isfinite(values) & (values >= 0) & (values <= 1)):
+                raise ValueError(f"{where}: rate must be in [0, 1], got {values}")
+    if not is_traced(estimate) and not np.all(np.isfinite(np.asarray(estimate))):
+        raise ValueError(f"{where}: precision_estimate is not finite: {np.asarray(estimate)}")
+    if is_traced(precision):
+        return
+    values = np.asarray(precision, dtype=float)
+    if dense:
+        symmetric = 0.5 * (values + values.T)
+        smallest = np.linalg.eigvalsh(symmetric).min() if np.all(np.isfinite(values)) else np.nan
+        if not smallest > 0:
+            raise ValueError(
+                f"{where}: precision must be positive definite, got smallest eigenvalue "
+                f"{smallest:.3g}"
+            )
+    elif not np.all(np.isfinite(values) & (values > 0)):
+        index = int(np.argmax(~(np.isfinite(values) & (values > 0)).reshape(-1)))
+        raise ValueError(
+            f"{where}: precision must be positive and finite, got {values.reshape(-1)[index]} "
+            f"at index {index}"
+        )
 
 
 def iblr_precision_update(
@@ -52,14 +110,23 @@ def iblr_precision_update(
     precision_estimate : array_like, shape (P,)
         ``s_hat``, any real values.
     rate : array_like
-        ``beta`` in ``[0, 1]``.
+        ``beta`` in ``[0, 1]``: a scalar, or per entry (broadcasting to ``(P,)``).
 
     Returns
     -------
     jax.Array, shape (P,)
+
+    Raises
+    ------
+    ValueError
+        When the shapes differ or, for values known outside ``jit`` (not traced), the
+        rate leaves ``[0, 1]``, the estimate is not finite or the precision not positive
+        (:func:`check_precision_update`). ``TypeError`` for a rate that is not a number.
     """
     precision = jnp.asarray(precision)
-    relative = 1 + rate * (jnp.asarray(precision_estimate) - precision) / precision
+    estimate = jnp.asarray(precision_estimate)
+    check_precision_update(precision, estimate, rate, dense=False, where="iblr_precision_update")
+    relative = 1 + rate * (estimate - precision) / precision
     return 0.5 * precision * (1 + relative**2)
 
 
@@ -87,11 +154,20 @@ def iblr_dense_precision_update(
     precision_estimate : array_like, shape (P, P)
         ``S_hat``, any real matrix (its symmetric part is used).
     rate : array_like
-        ``beta`` in ``[0, 1]``.
+        ``beta`` in ``[0, 1]``, a scalar.
 
     Returns
     -------
     jax.Array, shape (P, P)
+
+    Raises
+    ------
+    ValueError
+        When ``precision`` is not square or ``precision_estimate`` has another shape, the
+        rate is not a scalar or, for values known outside ``jit`` (not traced), the rate
+        leaves ``[0, 1]``, the estimate is not finite or the precision not positive
+        definite (:func:`check_precision_update`). ``TypeError`` for a rate that is not a
+        number.
 
     Examples
     --------
@@ -101,8 +177,12 @@ def iblr_dense_precision_update(
     True
     """
     precision = jnp.asarray(precision)
+    estimate = jnp.asarray(precision_estimate)
+    check_precision_update(
+        precision, estimate, rate, dense=True, where="iblr_dense_precision_update"
+    )
     precision = 0.5 * (precision + precision.T)
-    estimate = jnp.asarray(precision_estimate, precision.dtype)
+    estimate = estimate.astype(precision.dtype)
     estimate = 0.5 * (estimate + estimate.T)
     shifted = precision + rate * (estimate - precision)
     cholesky = jnp.linalg.cholesky(precision)
@@ -237,8 +317,8 @@ def iblr(
     True
     """
     check_lr(lr, high=math.inf)
-    if not 0 <= beta1 < 1 or not 0 <= beta2 < 1:
-        raise ValueError(f"beta1 and beta2 must be in [0, 1), got {beta1}, {beta2}")
+    check_number("beta1", beta1, 0.0, 1.0, closed=True, open_high=True)
+    check_number("beta2", beta2, 0.0, 1.0, closed=True, open_high=True)
     check_number("hess_init", hess_init, 0.0)
     if ess is not None:
         check_number("ess", ess, 0.0)
@@ -254,10 +334,13 @@ def iblr(
         num_examples: int | None = None,
         gauss_newton_fn: Callable | None = None,
     ) -> IBLRState:
-        del loss_fn, rng_key, gauss_newton_fn
-        mean = jnp.asarray(mean)
+        del rng_key, gauss_newton_fn
+        mean = check_mean(mean, "iblr.init")
+        check_loss_fn(loss_fn, "iblr.init")
         if ess is None and num_examples is None:
             raise ValueError("iblr needs ess or num_examples (N) to set the precision")
+        if num_examples is not None:
+            check_count("num_examples", num_examples, 1)
         size = ess if ess is not None else num_examples
         scale = 1.0 if num_examples is None or ess is None else ess / num_examples
         precision = jnp.full(mean.shape, size * hess_init, mean.dtype)
@@ -278,8 +361,11 @@ def iblr(
         gauss_newton_fn: Callable | None = None,
     ) -> tuple[IBLRState, IBLRInfo]:
         del num_examples, gauss_newton_fn
+        check_state(state, IBLRState, "iblr.update", covariance=covariance)
+        check_loss_fn(loss_fn, "iblr.update")
         if rng_key is None:
             raise ValueError("iblr.update needs rng_key")
+        check_rng_key(rng_key, "iblr.update")
         noise = jax.random.normal(rng_key, (mc_samples, *state.mean.shape), state.mean.dtype)
         if dense:
             cholesky = jnp.linalg.cholesky(state.precision)
@@ -309,6 +395,7 @@ def iblr(
         return IBLRState(mean, precision, momentum, step, state.loss_scale), info
 
     def mean_precision(state: IBLRState, covariance: Covariance):
+        check_state(state, IBLRState, "iblr.mean_precision")
         return state.mean, dense_or_diag(state.precision, covariance)
 
     return NaturalGradientOptimizer(init, update, mean_precision, covariance=covariance, lr=lr)

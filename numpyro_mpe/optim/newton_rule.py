@@ -10,12 +10,15 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from numpyro_mpe.core.curvature import value_grad_hessian
-from numpyro_mpe.core.options import Covariance
+from numpyro_mpe.core.options import COVARIANCES, Covariance, check_choice
 from numpyro_mpe.optim.base import (
     NaturalGradientOptimizer,
     cached_by_settings,
     check_count,
+    check_loss_fn,
+    check_mean,
     check_number,
+    check_state,
     newton_decrement,
 )
 
@@ -107,7 +110,8 @@ def newton(
         gauss_newton_fn: Callable | None = None,
     ) -> NewtonState:
         del rng_key, num_examples, gauss_newton_fn
-        mean = jnp.asarray(mean)
+        mean = check_mean(mean, "newton.init")
+        check_loss_fn(loss_fn, "newton.init")
         loss, gradient, hessian = value_grad_hessian(loss_fn, mean)
         return NewtonState(mean, loss, gradient, hessian, jnp.zeros((), mean.dtype))
 
@@ -120,6 +124,8 @@ def newton(
         gauss_newton_fn: Callable | None = None,
     ) -> tuple[NewtonState, NewtonInfo]:
         del rng_key, num_examples, gauss_newton_fn
+        check_state(state, NewtonState, "newton.update")
+        check_loss_fn(loss_fn, "newton.update")
         eye = jnp.eye(state.mean.shape[0], dtype=state.mean.dtype)
         scale = jnp.maximum(jnp.max(jnp.abs(jnp.diag(state.hessian))), 1.0)
 
@@ -168,6 +174,8 @@ def newton(
         return new_state, info
 
     def mean_precision(state: NewtonState, covariance: Covariance):
+        check_state(state, NewtonState, "newton.mean_precision")
+        check_choice("covariance", covariance, COVARIANCES)
         if covariance == "dense":
             return state.mean, state.hessian
         return state.mean, jnp.diag(state.hessian)

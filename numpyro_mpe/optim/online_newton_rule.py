@@ -14,9 +14,14 @@ from numpyro_mpe.core.options import COVARIANCES, Covariance, check_choice
 from numpyro_mpe.optim.base import (
     NaturalGradientOptimizer,
     cached_by_settings,
+    check_loss_fn,
     check_lr,
+    check_mean,
     check_number,
+    check_precision_init,
+    check_state,
     dense_or_diag,
+    initial_precision,
     learning_rate,
 )
 
@@ -93,8 +98,9 @@ def online_newton(
     covariance : {"dense", "diag"}
         Full Hessian ``(P, P)`` or its diagonal ``(P,)``.
     precision_init : array_like, optional
-        Initial ``S`` (a scalar, ``(P,)`` or, for dense, ``(P, P)``); by default the
-        Hessian (or its diagonal) at the initial mean.
+        Initial ``S`` (a scalar, ``(P,)`` or, for dense, ``(P, P)``), positive (definite)
+        and finite, else ``ValueError`` here (its shape against ``P`` in ``init``); by
+        default the Hessian (or its diagonal) at the initial mean.
     tol, rtol : float
         Converged when ``g^T S^-1 g / 2 < tol`` and ``max |S_new - S| <= rtol max |S_new|``.
 
@@ -117,6 +123,7 @@ def online_newton(
     check_choice("covariance", covariance, COVARIANCES)
     check_number("tol", tol, 0.0, closed=True)
     check_number("rtol", rtol, 0.0, closed=True)
+    check_precision_init(precision_init, covariance)
 
     def curvature(loss_fn: Callable, mean: jax.Array):
         return gradient_hessian(loss_fn, mean, dense=covariance == "dense")
@@ -130,16 +137,12 @@ def online_newton(
         gauss_newton_fn: Callable | None = None,
     ) -> OnlineNewtonState:
         del rng_key, num_examples, gauss_newton_fn
-        mean = jnp.asarray(mean)
-        size = mean.shape[0]
+        mean = check_mean(mean, "online_newton.init")
+        check_loss_fn(loss_fn, "online_newton.init")
         if precision_init is None:
             precision = curvature(loss_fn, mean)[1]
         else:
-            precision = jnp.asarray(precision_init, mean.dtype)
-            if covariance == "dense" and precision.ndim < 2:
-                precision = jnp.diag(jnp.broadcast_to(precision, (size,)))
-            elif covariance == "diag":
-                precision = jnp.broadcast_to(precision, (size,))
+            precision = initial_precision(precision_init, mean, covariance, "online_newton.init")
         return OnlineNewtonState(mean, precision, jnp.zeros((), jnp.int32))
 
     def update(
@@ -151,6 +154,8 @@ def online_newton(
         gauss_newton_fn: Callable | None = None,
     ) -> tuple[OnlineNewtonState, OnlineNewtonInfo]:
         del rng_key, num_examples, gauss_newton_fn
+        check_state(state, OnlineNewtonState, "online_newton.update", covariance=covariance)
+        check_loss_fn(loss_fn, "online_newton.update")
         rho = learning_rate(lr, state.step).astype(state.mean.dtype)
         gradient, hessian = curvature(loss_fn, state.mean)
         precision = (1 - rho) * state.precision + rho * hessian
@@ -168,6 +173,7 @@ def online_newton(
         return OnlineNewtonState(mean, precision, state.step + 1), info
 
     def mean_precision(state: OnlineNewtonState, covariance: Covariance):
+        check_state(state, OnlineNewtonState, "online_newton.mean_precision")
         return state.mean, dense_or_diag(state.precision, covariance)
 
     return NaturalGradientOptimizer(

@@ -20,9 +20,15 @@ from numpyro_mpe.optim.base import (
     NaturalGradientOptimizer,
     cached_by_settings,
     check_count,
+    check_loss_fn,
     check_lr,
+    check_mean,
     check_number,
+    check_precision_init,
+    check_rng_key,
+    check_state,
     dense_or_diag,
+    initial_precision,
     learning_rate,
 )
 
@@ -163,8 +169,9 @@ def von(
         Full precision ``(P, P)`` or its diagonal ``(P,)`` (then ``q`` is a diagonal
         Gaussian and only the Hessian's diagonal is estimated).
     precision_init : array_like, optional
-        Initial ``S`` (a scalar, ``(P,)`` or, for dense, ``(P, P)``); by default the
-        Hessian (or its diagonal) at the initial mean.
+        Initial ``S`` (a scalar, ``(P,)`` or, for dense, ``(P, P)``), positive (definite)
+        and finite, else ``ValueError`` here (its shape against ``P`` in ``init``); by
+        default the Hessian (or its diagonal) at the initial mean.
     tol, rtol : float
         Convergence test of the delta method (``mc_samples=0``), as in
         :func:`~numpyro_mpe.optim.online_newton`.
@@ -201,6 +208,7 @@ def von(
     check_count("mc_samples", mc_samples, 0)
     check_number("tol", tol, 0.0, closed=True)
     check_number("rtol", rtol, 0.0, closed=True)
+    check_precision_init(precision_init, covariance)
     if mc_samples == 0 and hessian == "price":
         raise ValueError(
             "hessian='price' needs draws (mc_samples >= 1); mc_samples=0 is the delta "
@@ -221,6 +229,13 @@ def von(
 
     def hessian_at(curvature: Callable, theta: jax.Array) -> jax.Array:
         full = curvature(theta)
+        expected = (theta.shape[0], theta.shape[0])
+        if jnp.shape(full) != expected:
+            source = "gauss_newton_fn" if hessian == "gauss_newton" else "the Hessian of loss_fn"
+            raise ValueError(
+                f"von: {source} returned shape {jnp.shape(full)}; the mean has "
+                f"{theta.shape[0]} entries, so it must be {expected}"
+            )
         return _symmetrise(full) if dense else jnp.diag(full)
 
     def delta_method(loss_fn, curvature, mean, precision, rng_key):
@@ -261,16 +276,14 @@ def von(
         gauss_newton_fn: Callable | None = None,
     ) -> VONState:
         del num_examples
-        mean = jnp.asarray(mean)
-        size = mean.shape[0]
+        mean = check_mean(mean, "von.init")
+        check_loss_fn(loss_fn, "von.init")
         if precision_init is None:
             precision = hessian_at(curvature_fn(loss_fn, gauss_newton_fn), mean)
         else:
-            precision = jnp.asarray(precision_init, mean.dtype)
-            if dense and precision.ndim < 2:
-                precision = jnp.diag(jnp.broadcast_to(precision, (size,)))
-            elif not dense:
-                precision = jnp.broadcast_to(precision, (size,))
+            precision = initial_precision(precision_init, mean, covariance, "von.init")
+        if rng_key is not None:
+            check_rng_key(rng_key, "von.init")
         key = jax.random.PRNGKey(0) if rng_key is None else rng_key
         return VONState(mean, precision, jnp.zeros((), jnp.int32), key)
 
@@ -283,6 +296,10 @@ def von(
         gauss_newton_fn: Callable | None = None,
     ) -> tuple[VONState, VONInfo]:
         del num_examples
+        check_state(state, VONState, "von.update", covariance=covariance)
+        check_loss_fn(loss_fn, "von.update")
+        if rng_key is not None:
+            check_rng_key(rng_key, "von.update")
         curvature = curvature_fn(loss_fn, gauss_newton_fn)
         next_key, step_key = jax.random.split(state.rng_key if rng_key is None else rng_key)
         rho = learning_rate(lr, state.step).astype(state.mean.dtype)
@@ -317,6 +334,7 @@ def von(
         return VONState(mean, precision, state.step + 1, next_key), info
 
     def mean_precision(state: VONState, covariance: Covariance):
+        check_state(state, VONState, "von.mean_precision")
         return state.mean, dense_or_diag(state.precision, covariance)
 
     return NaturalGradientOptimizer(

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from numpyro_mpe.optim.base import check_count
+
 __all__ = ["check_group_labels", "check_removal_arguments", "group_mask", "removal_weights"]
 
 
@@ -30,7 +32,7 @@ def removal_weights(
         example once), or a boolean mask ``(N,)`` (True removes). An empty ``remove``
         (``[]``, an empty array of any dtype) removes nothing: ``eps = 0``.
     num_examples : int
-        ``N``.
+        ``N``, an integer >= 0.
     weights : array_like ``(N,)``, optional, keyword-only
         New per-example weights in ``[0, 1]``: 1 keeps an example, 0 removes it, 0.5
         halves it. Integers 0 / 1 are accepted; booleans are not (use ``remove``).
@@ -44,10 +46,12 @@ def removal_weights(
     ------
     TypeError
         For a float (or other non-integer, non-boolean) ``remove``, boolean ``weights``,
-        or both or neither of ``remove`` and ``weights``.
+        both or neither of ``remove`` and ``weights``, or a ``num_examples`` that is not
+        an integer (a float, a string, None, a bool).
     ValueError
         For a mask or weights of the wrong shape, indices that are not 1-d or out of
-        ``[0, N)``, or weights outside ``[0, 1]`` (NaN included).
+        ``[0, N)``, weights outside ``[0, 1]`` (NaN included), or a negative
+        ``num_examples``.
 
     Examples
     --------
@@ -60,6 +64,7 @@ def removal_weights(
     >>> removal_weights(None, 4, weights=[1.0, 0.5, 1.0, 0.0]).tolist()
     [0.0, 0.5, 0.0, 1.0]
     """
+    check_count("num_examples", num_examples, 0)
     check_removal_arguments(remove, weights)
     if weights is not None:
         return _from_weights(np.asarray(weights), num_examples)

@@ -5,12 +5,13 @@
 
     numpyro-mpe report model.py:logistic --data wells.csv --out wells.html
 
-Errors in the input (a missing file, a function not in the file, CSV columns that do
-not match the function's parameters, a bad option value, a model that cannot be fitted,
-an ``--out`` that is an input file, exists without ``--force`` or lies in a missing
-folder) print one line ``numpyro-mpe: error: ...`` on stderr and exit with status 1.
-``--out`` is checked before anything else is done. The model file is executed as
-Python code when it is imported (``--help`` says so).
+Errors in the input (a missing file or a folder in its place, a function not in the
+file, a CSV that is not UTF-8 or not comma-separated, a header column without a name,
+CSV columns that do not match the function's parameters, a bad option value, a model
+that cannot be fitted, an ``--out`` that is an input file, exists without ``--force`` or
+lies in a missing folder) print one line ``numpyro-mpe: error: ...`` on stderr and exit
+with status 1. ``--out`` is checked before anything else is done. The model file is
+executed as Python code when it is imported (``--help`` says so).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def load_model(target: str) -> Callable:
         raise CommandError(f"expected MODEL_FILE:FUNCTION, got {target!r}")
     path = Path(file_name)
     if not path.is_file():
-        raise CommandError(f"model file {file_name!r} does not exist")
+        raise CommandError(f"model file {file_name!r} {_not_a_file(path)}")
     module_name = "_numpyro_mpe_model_" + re.sub(r"\W", "_", path.stem)
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -163,19 +164,43 @@ def load_model(target: str) -> Callable:
     return function
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a file, for an error message."""
+    return "is a folder, not a file" if path.is_dir() else "does not exist"
+
+
 def load_columns(file_name: str) -> dict[str, np.ndarray]:
     """``{column: (N,) float array}`` from a CSV file with a header row."""
     path = Path(file_name)
     if not path.is_file():
-        raise CommandError(f"data file {file_name!r} does not exist")
+        raise CommandError(f"data file {file_name!r} {_not_a_file(path)}")
     # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of the
     # first column's name.
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except UnicodeDecodeError as error:
+        raise CommandError(
+            f"data file {file_name!r} is not UTF-8 text (byte {error.object[error.start]:#04x} "
+            f"at offset {error.start}); save it as a UTF-8 CSV"
+        ) from None
+    except csv.Error as error:
+        raise CommandError(f"data file {file_name!r} is not a CSV file: {error}") from None
     rows = [row for row in rows if row]
     if len(rows) < 2:
         raise CommandError(f"data file {file_name!r} needs a header row and at least one row")
     header = [name.strip() for name in rows[0]]
+    for separator, word in ((";", "semicolons"), ("\t", "tabs")):
+        if len(header) == 1 and separator in header[0]:
+            raise CommandError(
+                f"data file {file_name!r}: the header {rows[0][0]!r} is separated by "
+                f"{word}; the CSV must be comma-separated"
+            )
+    if "" in header:
+        raise CommandError(
+            f"data file {file_name!r}: column {header.index('') + 1} of the header has no "
+            "name; every column needs one (its values would not reach the model)"
+        )
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise CommandError(f"data file {file_name!r} repeats column(s) {duplicated}")

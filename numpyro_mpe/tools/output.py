@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["check_output_path", "write_atomically"]
 
 
@@ -49,6 +51,9 @@ def check_output_path(
 
     Raises
     ------
+    TypeError
+        ``path`` is not a ``str`` or path-like (None, a number, bytes), or ``overwrite``
+        is not a bool (``overwrite="no"`` is truthy and would replace the file).
     ValueError
         A wrong suffix, a folder, or one of ``protected``.
     FileExistsError
@@ -56,6 +61,13 @@ def check_output_path(
     FileNotFoundError, PermissionError
         The folder does not exist or cannot be written.
     """
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"{what} must be a file name (a str or a pathlib.Path), got {type(path).__name__} "
+            f"{path!r}"
+        )
+    if not isinstance(overwrite, bool | np.bool_):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
     path = Path(path)
     if path.is_symlink():  # write the file the link points to, not over the link
         path = Path(os.path.realpath(path))

@@ -14,19 +14,23 @@ LOO. The best value maximises the estimated elpd.
 from __future__ import annotations
 
 import inspect
+import reprlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+import numpyro
 
-from numpyro_mpe.core.options import Covariance, LooMethod
+from numpyro_mpe.core.model import ModelError, prototype_trace
+from numpyro_mpe.core.options import LOO_METHODS, Covariance, LooMethod, check_choice
 from numpyro_mpe.crossval.mpe_loo import loo
 from numpyro_mpe.crossval.results import ELPDDataMPE, ReliabilityWarning
 from numpyro_mpe.infer.blr import BLR
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.optim import NaturalGradientOptimizer, newton
+from numpyro_mpe.optim.base import check_count
 
 __all__ = ["PriorSelection", "plot_prior_selection", "select_prior"]
 
@@ -63,8 +67,22 @@ class PriorSelection(NamedTuple):
     guide: AutoGaussian
 
 
-def _check_arguments(model: Callable, name: str, values: Sequence[float], kwargs: dict):
-    grid = np.asarray(values, dtype=float)
+def _check_arguments(
+    model: Callable, name: str, values: Sequence[float], args: tuple, kwargs: dict
+) -> np.ndarray:
+    """The grid as a float array, after refusing what would fail or mislead after fits."""
+    if not callable(model):
+        raise TypeError(f"model must be a NumPyro model (a function), got {type(model).__name__}")
+    try:
+        array = np.asarray(values)
+    except ValueError:  # a ragged nesting
+        array = np.asarray(None)
+    if array.dtype.kind not in "iuf":  # strings, None, bools, a set, a ragged list
+        raise TypeError(
+            f"values must be a 1-d sequence of numbers, got {type(values).__name__} "
+            f"{reprlib.repr(values)}"
+        )
+    grid = array.astype(float)
     if grid.ndim != 1 or grid.size == 0:
         raise ValueError(f"values must be a non-empty 1-d sequence, got shape {grid.shape}")
     if not np.all(np.isfinite(grid)):
@@ -79,6 +97,17 @@ def _check_arguments(model: Callable, name: str, values: Sequence[float], kwargs
             f"the model {getattr(model, '__name__', model)!r} has no argument '{name}' "
             f"(its arguments: {', '.join(parameters)})"
         )
+    # Every value is a valid argument of the model (a scale > 0, ...): a bad one must not
+    # surface after the fits of the values before it.
+    with numpyro.validation_enabled(True):
+        for index, value in enumerate(grid):
+            try:
+                prototype_trace(model, args, {**kwargs, name: np.asarray(value)})
+            except ModelError as error:
+                raise ModelError(
+                    f"select_prior: the model fails at {name} = {value:g} (values[{index}]); "
+                    f"each value must be valid for the model, a scale positive: {error}"
+                ) from error
     return grid
 
 
@@ -105,7 +134,10 @@ def select_prior(
         That argument's name.
     values : sequence of float, length V
         The grid, fitted in the order given (each fit warm-starts the next: give it
-        sorted).
+        sorted). Finite numbers, each a valid value of the argument: the model is traced
+        at every value, with numpyro's distribution checks on, before the first fit (a
+        scale of 0 or below is refused there, not after the fits of the values before
+        it).
     *args, **kwargs
         The model's other arguments.
     covariance : {"dense", "diag"}
@@ -114,16 +146,29 @@ def select_prior(
         ``numpyro_mpe.optim.newton()`` by default.
     num_steps : int
         Most optimizer steps per value (the fit stops early when it converges).
-    method : str
-        Passed to :func:`numpyro_mpe.loo`.
+    method : {"cavity", "paper", "is"}
+        Passed to :func:`numpyro_mpe.loo` (checked before the first fit).
     plate : str, optional
         The plate of examples.
     seed : int
-        Seed of the fits.
+        Seed of the fits, a non-negative integer.
 
     Returns
     -------
     PriorSelection
+
+    Raises
+    ------
+    TypeError
+        ``model`` not callable, ``values`` not numbers (strings, bools, None), ``seed``
+        not an integer; as :class:`BLR` for ``optimizer``.
+    ValueError
+        Before any fit: ``values`` empty, not 1-d or not finite; ``name`` not an argument
+        of the model, or also given in ``kwargs``; an unknown ``method``; ``seed`` below
+        0; an unknown ``covariance``.
+    ModelError
+        The model fails to trace at one of ``values`` (naming it, e.g. a negative
+        scale), or as :func:`~numpyro_mpe.trace_model`.
 
     Warns
     -----
@@ -131,7 +176,9 @@ def select_prior(
         Once, listing the values at which some examples' reliability is poor (instead of
         one warning per value).
     """
-    grid = _check_arguments(model, name, values, kwargs)
+    check_choice("method", method, LOO_METHODS)
+    check_count("seed", seed, 0)
+    grid = _check_arguments(model, name, values, args, kwargs)
     guide = AutoGaussian(model, covariance=covariance)
     blr = BLR(model, guide, newton() if optimizer is None else optimizer, plate=plate)
     rng_key = jax.random.PRNGKey(seed)
@@ -199,12 +246,52 @@ def plot_prior_selection(
     Returns
     -------
     matplotlib Axes
+
+    Raises
+    ------
+    TypeError
+        ``selection`` not a :class:`PriorSelection`, ``references`` not a mapping or a
+        curve not numbers, ``ax`` not a matplotlib Axes.
+    ValueError
+        A reference curve of another shape than ``selection.values``; ``log_scale`` with
+        a value of 0 or below (matplotlib would drop it from the plot silently).
     """
     import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
 
+    if not isinstance(selection, PriorSelection):
+        raise TypeError(
+            "selection must be the PriorSelection that select_prior returns, got "
+            f"{type(selection).__name__}"
+        )
+    if references is not None and not isinstance(references, Mapping):
+        raise TypeError(
+            "references must be a dict of label to curve (one value per swept value), got "
+            f"{type(references).__name__}"
+        )
+    if ax is not None and not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
+    values = selection.values
+    if log_scale and np.any(values <= 0):
+        index = int(np.argmax(values <= 0))
+        raise ValueError(
+            f"log_scale needs positive values; {selection.name} holds {values[index]:g} at "
+            f"index {index}: pass log_scale=False"
+        )
+    curves = {}
+    for label, curve in (references or {}).items():
+        try:
+            curves[label] = np.asarray(curve, dtype=float)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"reference {label!r} must be numbers, one per value, got {reprlib.repr(curve)}"
+            ) from None
+        if curves[label].shape != values.shape:
+            raise ValueError(
+                f"reference {label!r} has shape {curves[label].shape}; expected {values.shape}"
+            )
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    values = selection.values
     num_examples = selection.results[0].n_data_points
     elpd, se = selection.elpd / num_examples, selection.se / num_examples
     ax.fill_between(
@@ -216,12 +303,7 @@ def plot_prior_selection(
         label="MPE-LOO ± se",
     )
     ax.plot(values, elpd, "o-", color="C0", label="MPE-LOO")
-    for position, (label, curve) in enumerate((references or {}).items(), start=1):
-        curve = np.asarray(curve, dtype=float)
-        if curve.shape != values.shape:
-            raise ValueError(
-                f"reference {label!r} has shape {curve.shape}; expected {values.shape}"
-            )
+    for position, (label, curve) in enumerate(curves.items(), start=1):
         ax.plot(values, curve, "s--", color=f"C{position}", label=label)
     ax.axvline(selection.best_value, color="0.5", linestyle=":", label="best (MPE-LOO)")
     if log_scale:

@@ -39,8 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from numpyro_mpe.conjugate.guide import AutoConjugate
 from numpyro_mpe.core.gaussian import draws_from_standard_normal
-from numpyro_mpe.core.model import PlateModel, trace_model
+from numpyro_mpe.core.model import ModelError, PlateModel, trace_model
 from numpyro_mpe.crossval.mpe_loo import loo
 from numpyro_mpe.crossval.psis import approximate_posterior_loo
 from numpyro_mpe.infer.guide import AutoGaussian
@@ -108,6 +109,14 @@ def _number(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def _cell(value: Any) -> str:
+    """A data column's value: a number as :func:`_number`, anything else (a name, a date)
+    as its text."""
+    if isinstance(value, (int, float, np.integer, np.floating, np.bool_)):
+        return _number(value)
+    return str(value)
+
+
 def _table(header: list[str], rows: list[list[Any]], text_columns: int = 0) -> str:
     """An HTML table; the first ``text_columns`` columns are left-aligned text."""
 
@@ -161,9 +170,9 @@ def data_columns(
 ) -> dict[str, np.ndarray]:
     """Columns ``{name: (N,)}`` describing each example, for the report's tables.
 
-    ``data``: a mapping of column name to array, a numpy structured array, or None (the
-    model's array arguments whose leading length is ``N``; a matrix ``X`` gives
-    ``X[0], X[1], ...``).
+    ``data``: a mapping of column name to array, a numpy structured array, a pandas
+    DataFrame, or None (the model's array arguments whose leading length is ``N``; a
+    matrix ``X`` gives ``X[0], X[1], ...``). Columns may hold numbers or text.
     """
     if data is None:
         try:
@@ -177,15 +186,86 @@ def data_columns(
         return columns
     if isinstance(data, np.ndarray) and data.dtype.names:
         data = {name: data[name] for name in data.dtype.names}
+    elif getattr(data, "columns", None) is not None and callable(getattr(data, "items", None)):
+        data = {name: np.asarray(column) for name, column in data.items()}  # a DataFrame
     if not isinstance(data, Mapping):
         raise TypeError(
-            f"data must be a mapping of column name to array or a numpy structured array, "
-            f"got {type(data).__name__}"
+            "data must be a mapping of column name to array, a numpy structured array or a "
+            f"pandas DataFrame, got {type(data).__name__}"
         )
     columns = {}
     for name, value in data.items():
         columns |= _columns_of(str(name), value, num_examples, strict=True)
     return columns
+
+
+# --------------------------------------------------------------------------- other models
+
+
+def _models_to_compare(models: Any) -> dict[str, tuple[Callable, Any, dict]]:
+    """``models`` as ``{name: (model, guide, params)}`` after checking its structure (no
+    tracing): a mapping of tuples of a callable, a guide ``loo`` supports and params."""
+    if models is None:
+        return {}
+    if not isinstance(models, Mapping):
+        raise TypeError(
+            "models must be a mapping of name to (model, guide, params), got "
+            f"{type(models).__name__}"
+        )
+    checked = {}
+    for name, entry in models.items():
+        where = f"model {name!r} in models"
+        if not isinstance(entry, tuple | list) or len(entry) != 3:
+            described = (
+                f"a {type(entry).__name__} of length {len(entry)}"
+                if isinstance(entry, tuple | list)
+                else type(entry).__name__
+            )
+            raise TypeError(f"{where} must be a tuple (model, guide, params), got {described}")
+        other_model, other_guide, other_params = entry
+        if not callable(other_model):
+            raise TypeError(
+                f"{where}: its model must be a NumPyro model (a function), got "
+                f"{type(other_model).__name__}"
+            )
+        if not isinstance(other_guide, AutoGaussian | AutoConjugate):
+            raise TypeError(
+                f"{where}: its guide must be a numpyro_mpe.AutoGaussian or "
+                f"numpyro_mpe.AutoConjugate, got {type(other_guide).__name__}"
+            )
+        if str(name) in checked:
+            raise ValueError(f"models has two models named {str(name)!r}")
+        checked[str(name)] = (other_model, other_guide, other_params)
+    return checked
+
+
+def _check_model_to_compare(
+    name: str, entry: tuple, args: tuple, kwargs: dict, plate: str | None, num_examples: int
+) -> None:
+    """Trace one of ``models`` on the report's arguments and check its params, before any
+    work: the same examples, params of its guide's family and size."""
+    where = f"model {name!r} in models"
+    other_model, other_guide, other_params = entry
+    try:
+        other = trace_model(other_model, *args, plate=plate, **kwargs)
+    except ModelError as error:
+        raise ModelError(f"{where}: {error}") from error
+    if other.num_examples != num_examples:
+        raise ValueError(
+            f"{where} has {other.num_examples} examples, this model {num_examples}; compare "
+            "models on the same data"
+        )
+    if isinstance(other_guide, AutoGaussian):
+        other_guide.checked_mean_precision(other_params, other.num_latents, where=where)
+    elif not isinstance(other_params, Mapping):
+        raise ValueError(
+            f"{where}: params must be a dict of guide params, got {type(other_params)}"
+        )
+    else:
+        try:
+            other_guide.family(other_params)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from error
 
 
 # --------------------------------------------------------------------------- computations
@@ -314,7 +394,7 @@ def _influential_section(order, sens: Sensitivity, mpe, psis, columns) -> str:
     standardized = np.asarray(sens.standardized_shift)
     rows = []
     for rank, i in enumerate(order, start=1):
-        row = [rank, int(i), *(_number(columns[c][i]) for c in shown), _number(elpd_i[i])]
+        row = [rank, int(i), *(_cell(columns[c][i]) for c in shown), _number(elpd_i[i])]
         if psis is not None:
             row += [_number(np.asarray(psis.elpd_i)[i]), _number(np.asarray(psis.pareto_k)[i], 3)]
         worst = int(np.argmax(np.abs(standardized[i])))
@@ -527,9 +607,12 @@ def report(
     plate : str, optional
         The plate of examples.
     models : mapping of str to (model, guide, params), optional
-        Other fitted models on the same arguments: adds the ``comparison`` section.
+        Other fitted models on the same arguments: adds the ``comparison`` section. Each
+        guide is an :class:`AutoGaussian` or :class:`~numpyro_mpe.AutoConjugate`; every
+        entry is traced and its params checked before any work.
     overwrite : bool
-        Replace ``path`` if it exists (default: refuse, ``FileExistsError``).
+        Replace ``path`` if it exists (default: refuse, ``FileExistsError``). Only True
+        or False: ``overwrite="no"`` is refused, not taken as true.
 
     Returns
     -------
@@ -538,10 +621,19 @@ def report(
 
     Raises
     ------
+    TypeError
+        ``guide`` not an :class:`AutoGaussian`; ``path`` not a ``str`` or path-like;
+        ``overwrite`` not a bool; ``data`` of another type; ``models`` not a mapping of
+        ``(model, guide, params)`` tuples of a callable, a supported guide and params,
+        naming the model at fault.
     ValueError
-        ``top`` below 1, a data column without one value per example, a model in
-        ``models`` with a different number of examples, or a ``path`` that is not a
-        ``.html`` / ``.htm`` file name.
+        ``top`` below 1, a data column without one value per example, ``params`` (or
+        those of a model in ``models``) that the guide refuses (as
+        :meth:`AutoGaussian.checked_mean_precision`), a model in ``models`` with a
+        different number of examples, or a ``path`` that is not a ``.html`` / ``.htm``
+        file name.
+    ModelError
+        As :func:`~numpyro_mpe.trace_model`, for the model or one in ``models`` (named).
     FileExistsError
         ``path`` exists and ``overwrite`` is False.
     FileNotFoundError, PermissionError
@@ -560,18 +652,20 @@ def report(
     """
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
         raise ValueError(f"top must be a positive integer, got {top!r}")
+    if not isinstance(guide, AutoGaussian):
+        raise TypeError(
+            "report needs the model's fitted numpyro_mpe.AutoGaussian (its Gaussian is drawn "
+            f"from and perturbed), got guide {type(guide).__name__}"
+        )
     path = check_output_path(path, suffixes=HTML_SUFFIXES, overwrite=overwrite, what="path")
+    models = _models_to_compare(models)
     notes: list[_Captured] = []
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
     n = plate_model.num_examples
     columns = data_columns(data, model, args, kwargs, n)
-    for name, (other_model, *_) in (models or {}).items():
-        other_n = trace_model(other_model, *args, plate=plate, **kwargs).num_examples
-        if other_n != n:
-            raise ValueError(
-                f"model {name!r} in models has {other_n} examples, this model {n}; compare "
-                "models on the same data"
-            )
+    guide.checked_mean_precision(params, plate_model.num_latents, where="report")
+    for name, entry in models.items():
+        _check_model_to_compare(name, entry, args, kwargs, plate, n)
     with _capture(notes, "MPE-LOO"):
         mpe = loo(model, guide, params, *args, plate=plate, **kwargs)
     psis = _laplace_draws_loo(plate_model, guide, params, notes)
@@ -580,9 +674,9 @@ def report(
     shifts = _posterior_shifts(model, guide, params, order, args, kwargs, plate, notes)
 
     others: dict[str, Any] = {}
-    for name, (other_model, other_guide, other_params) in (models or {}).items():
+    for name, (other_model, other_guide, other_params) in models.items():
         with _capture(notes, f"MPE-LOO of {name!r}"):
-            others[str(name)] = loo(
+            others[name] = loo(
                 other_model, other_guide, other_params, *args, plate=plate, **kwargs
             )
 

@@ -309,6 +309,31 @@ def test_predictive_samples_the_posterior(x64):
     assert samples["beta"].shape == (5, 2, 3) and samples["s2"].shape == (5, 2)
 
 
+def test_sample_posterior_draws_from_the_params_given(x64):
+    """``params={}`` once drew from the data's posterior (the guide's initial value); the
+    draws come from the params given, which are checked first."""
+    model, (n_at_bats, hits), _, _ = bball()
+    guide = AutoConjugate(model)
+    params = {"auto_concentration1": jnp.asarray(2.0), "auto_concentration0": jnp.asarray(8.0)}
+    draws = guide.sample_posterior(jax.random.PRNGKey(3), params, n_at_bats, sample_shape=(4000,))
+    sd = math.sqrt(2.0 * 8.0 / (10.0**2 * 11.0))
+    # Monte Carlo: 4 standard errors of the mean of 4000 draws of Beta(2, 8) (mean 0.2).
+    assert abs(float(draws["p"].mean()) - 0.2) < 4 * sd / math.sqrt(4000)
+    with pytest.raises(ValueError, match=r"params \[\] are not AutoConjugate params"):
+        guide.sample_posterior(jax.random.PRNGKey(3), {}, n_at_bats, hits)
+
+
+def test_params_checks_hold_under_jit(x64):
+    """Traced params are checked for keys, dtypes and shapes only (their values are
+    unknown), so the conversions still compile."""
+    guide = AutoConjugate(bball()[0])
+    params = jax.jit(lambda eta: guide.params_from_natural("beta", eta))((1.0, 2.0))
+    assert float(params["auto_concentration1"]) == 2.0
+    assert float(params["auto_concentration0"]) == 3.0
+    eta = jax.jit(guide.natural_params)(params)
+    np.testing.assert_allclose([float(e) for e in eta], [1.0, 2.0], rtol=EXACT_RTOL)
+
+
 def test_compare_beside_psis_loo(x64):
     model, (num, y), _, _ = wells()
     guide = AutoConjugate(model)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +15,7 @@ from conftest import linear_model, logistic_model
 from numpyro.infer.util import log_density
 
 import numpyro_mpe as mpe
+from numpyro_mpe.core.model import join_arguments, split_arguments
 
 
 def regression_with_scale(X, y=None):
@@ -469,3 +473,95 @@ def test_multivariate_observation_predictor(observation, x64):
     f = pm.predictor.fn(theta)
     np.testing.assert_allclose(f, X @ theta.reshape(2, 2), rtol=1e-12)
     np.testing.assert_allclose(pm.predictor.log_lik(f), pm.log_lik(theta), rtol=1e-12)
+
+
+class _CompilationsFrom(logging.Handler):
+    """Counts the XLA compilations started (``jax.log_compiles``) while one of
+    ``functions`` of ``numpyro_mpe/core/model.py`` is on the stack."""
+
+    def __init__(self, functions: set[str]):
+        super().__init__()
+        self.functions = functions
+        self.compiled = []
+
+    def emit(self, record):
+        if not record.getMessage().startswith("Compiling "):
+            return
+        stack = traceback.extract_stack()
+        if any(f.filename.endswith("core/model.py") and f.name in self.functions for f in stack):
+            self.compiled.append(record.getMessage()[:80])
+
+
+def masked_poisson(X, y=None, mask=None):
+    b = numpyro.sample("b", dist.Normal(0, 1).expand([X.shape[1]]).to_event(1))
+    with numpyro.plate("data", X.shape[0]), numpyro.handlers.mask(mask=mask):
+        numpyro.sample("y", dist.Poisson(jnp.exp(X @ b)), obs=y)
+
+
+def test_observed_values_are_checked_on_the_host():
+    """A new data size compiles nothing for the checks of the observed values (support,
+    NaN, shape, dtype, masks) nor for ``split_arguments``: they run in numpy. (As jnp
+    ops the checks compiled 5 XLA programs per data size for this model, and
+    ``split_arguments`` one per array, kept for the life of the process.)"""
+    counter = _CompilationsFrom(
+        {"_check_observed_values", "_observed_mask", "split_arguments", "_checked_vector"}
+    )
+    logger = logging.getLogger("jax")
+
+    def check(size):
+        rng = np.random.default_rng(size)
+        X = np.c_[np.ones(size), rng.normal(size=size)]
+        y = rng.poisson(2.0, size=size).astype(float)
+        pm = mpe.trace_model(masked_poisson, X, y, mask=np.arange(size) % 4 > 0)
+        assert pm.observed_mask.sum() == np.sum(np.arange(size) % 4 > 0)
+        split_arguments((X, y), {"mask": np.arange(size) % 4 > 0})
+        with pytest.raises(mpe.ModelError, match=r"value 0.5 at index \(1,\)"):
+            mpe.trace_model(masked_poisson, X, np.r_[y[:1], 0.5, y[2:]], mask=True)
+
+    check(13)  # compiles what does not depend on N (the error path's latents + 0.5)
+    logger.addHandler(counter)
+    try:
+        with jax.log_compiles():
+            for size in (21, 34, 47):  # sizes no other test traces
+                check(size)
+    finally:
+        logger.removeHandler(counter)
+    assert counter.compiled == []
+
+
+@pytest.mark.parametrize("enable_x64", [False, True])
+def test_split_arguments_keeps_jax_dtypes(enable_x64):
+    """``device_put`` gives the dtypes ``jnp.asarray`` gave: float32 and int32 unless x64
+    is enabled; jax arrays pass through untouched."""
+    with jax.enable_x64(enable_x64):
+        given = jnp.ones(3)
+        arrays, static = split_arguments(
+            (np.ones((4, 2)), np.arange(4)), {"mask": np.ones(4, bool), "j": given, "k": 3}
+        )
+        wide = "64" if enable_x64 else "32"
+        # Leaves in pytree order: the positional arrays, then kwargs by name (j, mask).
+        assert [a.dtype.name for a in arrays[:2] + arrays[3:]] == [
+            f"float{wide}",
+            f"int{wide}",
+            "bool",
+        ]
+        assert arrays[2] is given
+        assert all(isinstance(a, jax.Array) for a in arrays)
+        args, kwargs = join_arguments(arrays, static)
+        assert kwargs["k"] == 3 and kwargs["j"] is given
+        np.testing.assert_array_equal(args[0], np.ones((4, 2)))
+
+
+def test_log_joint_takes_lists_and_checks_shapes(x64):
+    """Lists for ``theta`` and ``weights`` give what arrays give; a scalar weight, which
+    ``jnp.dot`` broadcast into an ``(N,)`` result, is refused."""
+    rng = np.random.default_rng(1)
+    X = np.c_[np.ones(10), rng.normal(size=10)]
+    y = (rng.random(10) < 0.5).astype(float)
+    pm = mpe.trace_model(logistic_model, X, y)
+    theta, weights = [0.3, -0.2], [1.0] * 9 + [0.0]
+    expected = pm.log_joint(jnp.asarray(theta), jnp.asarray(weights))
+    np.testing.assert_allclose(pm.log_joint(theta, weights), expected, rtol=1e-12)
+    assert jnp.shape(expected) == ()
+    with pytest.raises(ValueError, match=r"weights must have shape \(N,\) = \(10,\)"):
+        pm.log_joint(theta, 1.0)

@@ -9,6 +9,7 @@ computations on their pointwise values.
 from __future__ import annotations
 
 import dataclasses
+import io
 
 import arviz as az
 import jax
@@ -19,6 +20,7 @@ from conftest import logistic_model
 
 import numpyro_mpe as mpe
 from numpyro_mpe.crossval.compare import compare_loo, plot_loo_comparison
+from numpyro_mpe.crossval.results import make_refit_elpd_data
 
 REFITS = np.arange(0, 3020, 100)  # a subset that is not a prefix: 31 examples
 N_REFITS = REFITS.size
@@ -196,7 +198,7 @@ def test_errors(results):
         compare_loo(results, reference="refit")
     with pytest.raises(ValueError, match=r"seconds names \['nuts'\]"):
         compare_loo(results, seconds={"nuts": 1.0})
-    with pytest.raises(ValueError, match="must be non-negative"):
+    with pytest.raises(ValueError, match=r"seconds\['mpe'\] must be in \[0, inf\), got -1.0"):
         compare_loo(results, seconds={"mpe": -1.0})
     without = dataclasses.replace(results["psis"], elpd_i=None)
     with pytest.raises(ValueError, match="'psis' has no pointwise elpd_i"):
@@ -256,3 +258,29 @@ def test_plot_refit_panel_and_given_axes(results, pyplot):
             plot_loo_comparison({"mpe": results["mpe"]}, "mpe")
     finally:
         pyplot.close(figure)
+
+
+def test_plot_checks_ax_and_path_before_drawing(pyplot, tmp_path):
+    # A bad ax or path once failed only after the panels were drawn (or, for a folder,
+    # saved the figure beside it as folder.png): nothing may be drawn or written now.
+    elpd_i = np.array([-0.5, -1.2, -0.7, -2.0])
+    shown = {
+        "a": make_refit_elpd_data(elpd_i, elpd_i + 0.1, dim="data", method="laplace"),
+        "b": make_refit_elpd_data(elpd_i + 0.01, elpd_i + 0.1, dim="data", method="nuts"),
+    }
+    figures = pyplot.get_fignums()
+    bad = [
+        ({"ax": "ax"}, TypeError, "ax must be a matplotlib Axes"),
+        ({"path": tmp_path / "no" / "c.png"}, FileNotFoundError, "does not exist"),
+        ({"path": tmp_path}, ValueError, "is a folder"),
+        ({"path": tmp_path / "c.xyz"}, ValueError, "matplotlib cannot save a '.xyz' file"),
+        ({"path": 3}, TypeError, "path must be a str or path-like"),
+    ]
+    for options, error, match in bad:
+        with pytest.raises(error, match=match):
+            plot_loo_comparison(shown, **options)
+    assert pyplot.get_fignums() == figures
+    assert list(tmp_path.iterdir()) == [] and not tmp_path.with_suffix(".png").exists()
+    buffer = io.BytesIO()  # a file-like object is still accepted
+    pyplot.close(plot_loo_comparison(shown, path=buffer))
+    assert buffer.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"

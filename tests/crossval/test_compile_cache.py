@@ -17,6 +17,7 @@ import numpyro_mpe as mpe
 import numpyro_mpe.core.rows as rows
 from numpyro_mpe.core.model import split_arguments, trace_model
 from numpyro_mpe.crossval.mpe_loo import loo_core
+from numpyro_mpe.infer.blr import blr_update
 
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 # The tests below use one fit's params at several data sizes (as when the compilations of a
@@ -135,4 +136,41 @@ def test_compilations_are_bounded(monkeypatch):
     with compilations() as compiled:
         rows.limit_compilations(add_one, (jnp.zeros(5),), {"power": 2})
         add_one(jnp.zeros(5), power=2)
+    assert compiled == []
+
+
+def test_blr_steps_at_many_sizes_keep_bounded_compilations(monkeypatch, wells, x64):
+    monkeypatch.setattr(rows, "MAX_COMPILATIONS", 2)
+    X, y = wells
+    blr = mpe.BLR(logistic_model, mpe.AutoGaussian(logistic_model), mpe.optim.newton())
+    for n in (100, 101, 102, 103, 101):
+        blr.run(jax.random.PRNGKey(0), 10, X[:n], y[:n], progress_bar=False)
+        assert blr_update._cache_size() <= 2
+    # A held signature (here the last size) is not recompiled.
+    with compilations() as compiled:
+        blr.run(jax.random.PRNGKey(0), 10, X[:101], y[:101], progress_bar=False)
+    assert compiled == []
+
+
+def poisson_model(X, y=None):
+    beta = numpyro.sample("beta", dist.Normal(0, 1).expand([X.shape[1]]).to_event(1))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Poisson(jnp.exp(X @ beta)), obs=y)
+
+
+# 100 draws per example: Pareto k above 0.5 for some; this test counts compilations only.
+@pytest.mark.filterwarnings("ignore:MPE-IS")
+def test_importance_sampling_compiles_once_per_padded_count(x64):
+    rng = np.random.default_rng(0)
+    X = np.stack([np.ones(60), rng.normal(size=60)], axis=1)
+    y = rng.poisson(np.exp(X @ np.array([0.5, 0.3]))).astype(float)
+    guide, fit = laplace_fit(poisson_model, X, y)
+    options = {"method": "is", "num_samples": 100}
+    mpe.loo(poisson_model, guide, fit.params, X, y, importance=[0, 1, 2, 3, 4], **options)
+    with compilations() as compiled:
+        for selected in ([5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 5]):  # 5 and 6 pad to 6 draws
+            result = mpe.loo(
+                poisson_model, guide, fit.params, X, y, importance=selected, **options
+            )
+            assert np.isfinite(result.elpd_i.values).all()
     assert compiled == []

@@ -10,6 +10,8 @@ as the reference here: for these outliers the log of a mean of ``p(y_i | theta)`
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,12 +87,14 @@ def test_mpe_is_beats_psis_on_roaches(x64):
     plate_model = mpe.trace_model(roaches_model, X, offset, y)
     mean, precision = guide.mean_precision(fit.params)
     ones = jnp.ones(plate_model.num_examples)
-    log_z = log_evidence(plate_model, mean, precision, ones)
+    # Compiled once for the 13 evidences (eagerly, each compiled anew: 3.3 s of 4.1 s).
+    evidence = jax.jit(partial(log_evidence, plate_model))
+    log_z = evidence(mean, precision, ones)
     reference = []
     for i in worst:
         eps = jnp.zeros_like(ones).at[i].set(1.0)
         loo_mean, loo_precision = perturb_mean_precision(mean, precision, plate_model.log_lik, eps)
-        reference.append(log_z - log_evidence(plate_model, loo_mean, loo_precision, ones - eps))
+        reference.append(log_z - evidence(loo_mean, loo_precision, ones - eps))
     reference = np.asarray(reference)
 
     errors = {
@@ -195,7 +199,7 @@ def test_num_samples_is_checked_before_any_work(num_samples, error, match, monke
     with pytest.raises(error, match=match):
         mpe.prepare_loo(roaches_model, guide, X, y, method="is", num_samples=num_samples)
     with pytest.raises(error, match=match):
-        importance_loo(None, None, None, np.arange(1), num_samples=num_samples)
+        importance_loo(None, None, [], (), None, None, np.arange(1), num_samples=num_samples)
 
 
 def test_smallest_num_samples_runs(kidiq, x64):

@@ -176,6 +176,19 @@ def test_model_errors_raise_before_sampling(wells, monkeypatch):
         mcmc_loo(logistic_model, X[:10], y_nan)
 
 
+@pytest.mark.parametrize("rng_key", [0, "0", np.zeros(2)])
+def test_bad_rng_key_raises_before_sampling(rng_key, monkeypatch):
+    # An int key once reached numpyro's MCMC.run and failed there, unclearly.
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("MCMC was constructed before rng_key was checked")
+
+    monkeypatch.setattr(mcmc_module, "MCMC", no_sampling)
+    X = np.stack([np.ones(10), np.linspace(-1, 1, 10)], axis=1)
+    y = (X[:, 1] > 0).astype(float)
+    with pytest.raises(TypeError, match="mcmc_loo: rng_key must be a jax PRNG key"):
+        mcmc_loo(logistic_model, X, y, rng_key=rng_key)
+
+
 @pytest.mark.slow
 def test_benchmark_quick_runs():
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_mpe_vs_nuts.py"

@@ -230,6 +230,54 @@ def test_chunks_and_input_types_agree(r_reference):
     np.testing.assert_allclose(flat.elpd_i, whole.elpd_i, atol=1e-13)
 
 
+def test_relative_eff_does_not_depend_on_the_chunk_size(r_reference):
+    # chunk_size=-1 once ran no block and returned r_eff about 100x too small; every
+    # positive chunk size must give the same values (the same kernel per column).
+    _, log_lik, _ = r_reference
+    with jax.enable_x64(True):
+        whole = relative_eff(log_lik)
+        for chunk_size in (1, 5, 32, 1000):
+            np.testing.assert_allclose(relative_eff(log_lik, chunk_size=chunk_size), whole, 1e-13)
+    for chunk_size in (-1, 0):
+        with pytest.raises(ValueError, match=f"chunk_size must be at least 1, got {chunk_size}"):
+            relative_eff(log_lik, chunk_size=chunk_size)
+
+
+@pytest.mark.filterwarnings("ignore::numpyro_mpe.crossval.psis.ParetoKWarning")
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_is_computed_in_float32(r_reference, dtype):
+    # float16 once failed in relative_eff's FFT and bfloat16 was refused as "not
+    # real-valued": both are computed in float32 on the rounded values, so they agree
+    # exactly with a float32 input holding the same values (same kernel, same inputs).
+    _, log_lik, _ = r_reference
+    half = jnp.asarray(log_lik, dtype)
+    expected = psis_loo(half.astype(jnp.float32))
+    for given in (half, np.asarray(half)):
+        result = psis_loo(given)
+        assert result.elpd_i.dtype == np.float32
+        np.testing.assert_array_equal(result.elpd_i, expected.elpd_i)
+        np.testing.assert_array_equal(result.r_eff, expected.r_eff)
+
+
+@pytest.mark.filterwarnings("ignore::numpyro_mpe.crossval.psis.ParetoKWarning")
+def test_approximate_posterior_reads_densities_by_dimension_name(r_reference):
+    # A (draw, chain) log_p was once read as (chain, draw) when its size matched; a
+    # DataArray is now read by its dims, a plain array refused (see test_bad_inputs).
+    _, log_lik, _ = r_reference
+    rng = np.random.default_rng(4)
+    log_p = rng.normal(size=log_lik.shape[:2])
+    log_q = rng.normal(size=log_lik.shape[:2])
+    named = [xr.DataArray(value.T, dims=("draw", "chain")) for value in (log_p, log_q)]
+    with jax.enable_x64(True):
+        expected = approximate_posterior_loo(log_lik, log_p, log_q)
+        result = approximate_posterior_loo(log_lik, *named)
+        flat = approximate_posterior_loo(log_lik, log_p.reshape(-1), log_q.reshape(-1))
+    np.testing.assert_array_equal(result.elpd_i, expected.elpd_i)
+    np.testing.assert_array_equal(flat.elpd_i, expected.elpd_i)
+    with pytest.raises(ValueError, match=r"got shape \(500, 2\)\. That is \(draw, chain\)"):
+        approximate_posterior_loo(log_lik, log_p.T, log_q.T)
+
+
 def test_selection_matches_stable_sort():
     # Repeated MCMC draws give ties; a long run of ties at the threshold forces the
     # adjacent-floats branch. Order must match R's stable ascending sort, reversed.

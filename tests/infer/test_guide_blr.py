@@ -55,6 +55,52 @@ def test_sample_posterior_median_quantiles(wells_fit):
     )
 
 
+def test_sample_posterior_of_a_fresh_guide_draws_from_the_params(x64):
+    """A guide that has not seen the model is set up from the arguments given (once an
+    AttributeError), and ``params={}`` is refused (once it drew from the initial
+    Gaussian); the draws are those of ``N(m, S^-1)`` held in ``params``."""
+    X = np.stack([np.ones(6), np.linspace(-1.0, 1.0, 6)], axis=1)
+    y = np.array([0.0, 1.0, 0.0, 1.0, 1.0, 1.0])
+    guide = mpe.AutoGaussian(logistic_model)
+    mean = jnp.array([0.5, -1.0])
+    precision = jnp.array([[4.0, 1.0], [1.0, 2.0]])
+    params = guide.params_from_mean_precision(mean, precision)
+    num_samples = 20_000
+    beta = np.asarray(
+        guide.sample_posterior(jax.random.PRNGKey(0), params, X, y, sample_shape=(num_samples,))[
+            "beta"
+        ]
+    )
+    covariance = np.linalg.inv(precision)
+    sd = np.sqrt(np.diag(covariance))
+    # Monte Carlo: 4 standard errors of the mean; the covariance within 5% (the relative
+    # standard error of a variance is sqrt(2 / n) = 1%).
+    np.testing.assert_allclose(beta.mean(0), mean, atol=4 * sd.max() / np.sqrt(num_samples))
+    np.testing.assert_allclose(np.cov(beta.T), covariance, rtol=0.05, atol=0.05 * sd.max() ** 2)
+    with pytest.raises(ValueError, match=r"sample_posterior: params lack \['auto_loc'"):
+        guide.sample_posterior(jax.random.PRNGKey(0), {}, X, y)
+
+
+def test_params_checks_hold_under_jit(x64):
+    """Traced params are checked for keys, dtypes and shapes only."""
+    guide = mpe.AutoGaussian(logistic_model)
+    params = guide.params_from_mean_precision(jnp.array([0.5, -1.0]), 2.0 * jnp.eye(2))
+    loc = jax.jit(lambda p: guide.get_posterior(p).mean)(params)
+    np.testing.assert_allclose(loc, [0.5, -1.0], rtol=1e-12)
+    back = jax.jit(guide.params_from_natural)(*guide.natural_params(params))
+    np.testing.assert_allclose(back["auto_precision"], 2.0 * np.eye(2), rtol=1e-12)
+
+
+def test_nearly_symmetric_precision_is_accepted():
+    """Rounding-level asymmetry (float32, 1e-7 relative) is below the 1e-6 tolerance."""
+    guide = mpe.AutoGaussian(logistic_model)
+    precision = np.array([[1.0, 0.3], [0.3 + 1e-7, 1.0]], np.float32)
+    _, checked = guide.checked_mean_precision(
+        {"auto_loc": np.zeros(2, np.float32), "auto_precision": precision}
+    )
+    assert checked.dtype == jnp.float32
+
+
 def test_diag_guide_and_constrained_sites(kidiq, x64):
     X, y = kidiq
 

@@ -33,6 +33,7 @@ import pytest
 from conftest import laplace_fit
 from numpyro.infer import SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoDelta, AutoNormal
+from numpyro.infer.svi import SVIState
 
 import numpyro_mpe as mpe
 from numpyro_mpe.infer.optax_posterior import find_second_moment, posterior_from_svi
@@ -221,3 +222,38 @@ def test_rejects_non_delta_guide(wells):
     state = svi.init(jax.random.PRNGKey(0), X, y)
     with pytest.raises(TypeError, match="AutoDelta"):
         posterior_from_svi(svi, state, X, y)
+
+
+@pytest.mark.parametrize(
+    ("name", "decay", "used_decay"),
+    [("adam", None, 0.999), ("rmsprop", 0.0, 0.0), ("rmsprop", 0.5, 0.5)],
+)
+def test_precision_from_a_given_state(x64, name, decay, used_decay):
+    """A state built by hand (5 steps, a known ``nu``) and a list ``prior_precision``:
+    ``sqrt(nu / (1 - decay^5)) + delta`` to ``rtol 1e-12`` (float64, closed form); the
+    boundary ``decay=0`` (no averaging) is valid and needs no bias correction."""
+    X = np.stack([np.ones(20), np.linspace(-1.0, 1.0, 20)], axis=1)
+    y = jnp.asarray((np.arange(20) % 3 == 0).astype(float))
+    optimizer = {"adam": optax.adam(1e-2), "rmsprop": optax.rmsprop(1e-2)}[name]
+    loc = jnp.array([0.2, -0.1])
+    nu = jnp.array([4.0, 0.25])
+    moments = optimizer.init({"beta_auto_loc": loc})
+    first = moments[0]._replace(nu={"beta_auto_loc": nu})
+    if "count" in first._fields:
+        first = first._replace(count=jnp.asarray(5, jnp.int32))
+    state = SVIState(
+        (jnp.asarray(5), ({"beta_auto_loc": loc}, (first, *moments[1:]))),
+        None,
+        jax.random.PRNGKey(0),
+    )
+    svi = SVI(
+        minibatch_logistic,
+        AutoDelta(minibatch_logistic),
+        numpyro.optim.optax_to_numpyro(optimizer),
+        Trace_ELBO(),
+    )
+    guide, params = posterior_from_svi(svi, state, X, y, decay=decay, prior_precision=[1.0, 2.0])
+    expected = np.sqrt(np.asarray(nu) / (1 - used_decay**5)) + np.array([1.0, 2.0])
+    np.testing.assert_allclose(params["auto_precision"], expected, rtol=1e-12)
+    np.testing.assert_allclose(params["auto_loc"], loc, rtol=1e-12)
+    assert guide.covariance == "diag"

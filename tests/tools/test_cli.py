@@ -102,6 +102,16 @@ def _bad_inputs(model_path: Path, csv_path: Path, tmp_path: Path) -> dict[str, t
     syntax.write_text("def model(:\n")
     script = tmp_path / "script.py"
     script.write_text("import sys\n\ndef model(X):\n    pass\n\nsys.exit(3)\n")
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text("X.0;X.1;y\n1;0.5;1\n1;0.3;0\n")
+    tabs = tmp_path / "tabs.csv"
+    tabs.write_text("X.0\tX.1\ty\n1\t0.5\t1\n")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("X.0,X.1,y\n1,0.5,1\n# café\n".encode("latin-1"))
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text("X.0,,y\n1,0.5,1\n1,0.3,0\n")
     data = ["--data", str(csv_path)]
     return {
         "missing model file": (
@@ -147,6 +157,31 @@ def _bad_inputs(model_path: Path, csv_path: Path, tmp_path: Path) -> dict[str, t
             ["report", f"{model_path}:logistic", *data, "--num-steps", "0"],
             "--num-steps must be at least 1, got 0",
         ),
+        "data file is a folder": (
+            ["report", f"{model_path}:logistic", "--data", str(folder)],
+            "data file .*folder.csv' is a folder, not a file",
+        ),
+        "model file is a folder": (
+            ["report", f"{tmp_path}:logistic", *data],
+            "model file .* is a folder, not a file",
+        ),
+        "semicolon-separated": (
+            ["report", f"{model_path}:logistic", "--data", str(semicolons)],
+            "the header 'X.0;X.1;y' is separated by semicolons; the CSV must be comma-separated",
+        ),
+        "tab-separated": (
+            ["report", f"{model_path}:logistic", "--data", str(tabs)],
+            "is separated by tabs; the CSV must be comma-separated",
+        ),
+        "not UTF-8": (
+            ["report", f"{model_path}:logistic", "--data", str(latin)],
+            r"data file .*latin.csv' is not UTF-8 text \(byte 0xe9 at offset \d+\); save it as "
+            "a UTF-8 CSV",
+        ),
+        "header column without a name": (
+            ["report", f"{model_path}:logistic", "--data", str(unnamed)],
+            "unnamed.csv': column 2 of the header has no name",
+        ),
     }
 
 
@@ -163,6 +198,12 @@ BAD_INPUTS = [
     "not a number",
     "unknown covariance",
     "num steps",
+    "data file is a folder",
+    "model file is a folder",
+    "semicolon-separated",
+    "tab-separated",
+    "not UTF-8",
+    "header column without a name",
 ]
 
 

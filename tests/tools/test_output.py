@@ -67,3 +67,15 @@ def test_unwritable_folder_is_refused_before_work(tmp_path):
     finally:
         if folder.is_dir():
             folder.chmod(0o700)
+
+
+def test_path_and_overwrite_of_the_wrong_type_are_refused(tmp_path):
+    existing = tmp_path / "r.html"
+    existing.write_text("keep me")
+    # "no" is truthy: taken as overwrite=True it would replace the file.
+    with pytest.raises(TypeError, match="overwrite must be True or False, got 'no'"):
+        check_output_path(existing, suffixes=(".html",), overwrite="no")
+    for path in (None, 3, b"r.html"):
+        with pytest.raises(TypeError, match=r"output must be a file name \(a str or a"):
+            check_output_path(path, suffixes=(".html",))
+    assert existing.read_text() == "keep me"

@@ -13,7 +13,7 @@ import pytest
 from conftest import laplace_fit, linear_model, logistic_model
 
 from numpyro_mpe.datasets import load_wells
-from numpyro_mpe.tools.report import gaussian_draws, report
+from numpyro_mpe.tools.report import data_columns, gaussian_draws, report
 
 SECTIONS = {"summary", "influential", "pointwise", "posterior-shift"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -103,7 +103,13 @@ def test_gaussian_draws(x64, dense):
 def test_report_sections_and_images(wells_subset, tmp_path):
     X, y, guide, params = wells_subset
     wells = load_wells()
-    data = {"switch": y, "dist": wells.dist[:500], "arsenic": wells.arsenic[:500]}
+    data = {
+        "switch": y,
+        "dist": wells.dist[:500],
+        "arsenic": wells.arsenic[:500],
+        # A text column is shown as text (it once failed after all the work, in float()).
+        "household": np.array([f"household-{i}" for i in range(500)]),
+    }
     path = report(logistic_model, guide, params, X, y, path=tmp_path / "wells.html", data=data)
     assert path == tmp_path / "wells.html"
     document = parse(path)
@@ -112,9 +118,21 @@ def test_report_sections_and_images(wells_subset, tmp_path):
     assert_png_images(document)
     for column in ("switch", "dist", "arsenic", "elpd_i (MPE)", "reliability", "Pareto k"):
         assert column in document.headers
+    assert sum(t.startswith("household-") for t in document.text) == 10  # top=10 rows
     text = "".join(document.text)
     assert "PSIS-LOO (2000 Laplace draws)" in text
     assert "beta[2]" in text
+
+
+def test_data_columns_of_a_dataframe_with_text():
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({"county": ["a", "b", "c"], "dist": [1.0, 2.0, 3.0]})
+    columns = data_columns(frame, logistic_model, (), {}, 3)
+    assert list(columns) == ["county", "dist"]
+    np.testing.assert_array_equal(columns["county"], ["a", "b", "c"])
+    np.testing.assert_array_equal(columns["dist"], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"data column 'county' has shape \(3,\)"):
+        data_columns(frame, logistic_model, (), {}, 4)
 
 
 def test_report_comparison_section(wells_subset, tmp_path):
