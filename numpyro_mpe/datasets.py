@@ -30,26 +30,41 @@ class Wells(NamedTuple):
 
     def design(self, *columns: str) -> np.ndarray:
         """Design matrix ``(N, 1 + len(columns))``: an intercept, then each column by name,
-        one of ``Wells._fields`` or ``"dist100"`` (dist / 100).
+        one of the predictors ``arsenic``, ``dist``, ``assoc``, ``educ`` or ``"dist100"``
+        (dist / 100).
 
         Raises
         ------
         TypeError
             A column given by something other than its name (an index, a list).
         ValueError
-            An unknown column name (the valid ones are listed) or a column given twice.
+            An unknown column name (the valid ones are listed), a column given twice,
+            ``dist`` with ``dist100`` (the same column scaled), or the outcome ``switch``.
         """
         valid = (*self._fields, "dist100")
         for position, column in enumerate(columns):
             if not isinstance(column, str):
                 raise TypeError(
-                    f"design takes column names, one of {valid}; got {column!r} "
+                    f"design takes column names, one of {valid[1:]}; got {column!r} "
                     f"({type(column).__name__}) at position {position}"
                 )
+            if column == "switch":
+                raise ValueError(
+                    "design: 'switch' is the outcome y; a design matrix holding it predicts y "
+                    f"from itself (the predictors are {valid[1:]})"
+                )
             if column not in valid:
-                raise ValueError(f"design: unknown column {column!r}; the columns are {valid}")
+                raise ValueError(f"design: unknown column {column!r}; the columns are {valid[1:]}")
             if column in columns[:position]:
                 raise ValueError(f"design: column {column!r} given twice")
+            if column in ("dist", "dist100") and {"dist", "dist100"} <= {
+                *columns[:position],
+                column,
+            }:
+                raise ValueError(
+                    "design: columns 'dist' and 'dist100' are the same column (dist100 is "
+                    "dist / 100), so the design matrix would be collinear; give one of them"
+                )
         values = [np.ones_like(self.dist)]
         for column in columns:
             values.append(self.dist / 100 if column == "dist100" else getattr(self, column))

@@ -75,6 +75,16 @@ def laplace_fit(model, *args, covariance="dense", num_steps=50, **kwargs):
     return guide, result
 
 
+@pytest.fixture(scope="module")
+def small_logistic_fit():
+    """``(X, y, guide, BLR result)``: ``logistic_model`` on 40 random rows, Laplace (float64)."""
+    rng = np.random.default_rng(0)
+    X = np.c_[np.ones(40), rng.normal(size=40)]
+    y = (rng.random(40) < 0.4).astype(float)
+    with jax.enable_x64(True):
+        return (X, y, *laplace_fit(logistic_model, X, y, num_steps=20))
+
+
 @pytest.fixture
 def kidiq_fit(kidiq, x64):
     """Conjugate linear regression on kidiq: ``(X, y, guide, result)``."""

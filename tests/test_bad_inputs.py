@@ -297,6 +297,12 @@ def select_prior(values=(0.5, 1.0), *args, name="prior_scale", **kwargs):
     return mpe.select_prior(scaled_logistic, name, values, *args, **kwargs)
 
 
+def in_float32(call: Callable[[], Any]) -> Any:
+    """``call()`` with jax's default float32 (x64 off), as most users run it."""
+    with jax.enable_x64(False):
+        return call()
+
+
 # A (chain, draw, obs) log-likelihood and per-draw log densities for the PSIS rows.
 LOG_LIK = np.random.default_rng(1).normal(size=(2, 50, 5)) - 1.0
 LOG_P = np.random.default_rng(2).normal(size=(2, 50))
@@ -354,6 +360,21 @@ def optax_state(optimizer, steps: int = 3, loc=(0.3, 1.0)) -> SVIState:
 
 def quadratic_loss(theta):
     return 0.5 * jnp.sum((theta - 1.0) ** 2)
+
+
+def without_x64(call: Callable[[], Any]) -> Any:
+    """``call()`` with jax's default float32 (the table runs in float64): overflow rows."""
+    with jax.enable_x64(False):
+        return call()
+
+
+def predictive(guide=None, params: Any = None, *args) -> dict:
+    """numpyro's ``Predictive`` of the logistic model through ``guide`` (a fresh dense
+    AutoGaussian by default), 2 draws, on the tiny data (or on ``args``)."""
+    guide = mpe.AutoGaussian(logistic_model) if guide is None else guide
+    args = args or (T().X, T().y)
+    run = numpyro.infer.Predictive(logistic_model, guide=guide, params=params, num_samples=2)
+    return run(key(), *args)
 
 
 # --------------------------------------------------------------------------- the table
@@ -428,6 +449,43 @@ CASES = [
         lambda: mpe.AutoGaussian(logistic_model, init_loc_fn=None),
         TypeError,
         r"init_loc_fn must be a numpyro init strategy .*got NoneType",
+    ),
+    Case(
+        "AutoGaussian",
+        "model_none",
+        lambda: mpe.AutoGaussian(None),
+        TypeError,
+        r"AutoGaussian: model must be a NumPyro model \(a callable\), got NoneType",
+    ),
+    Case(
+        "AutoGaussian",
+        "predictive_without_params",
+        lambda: predictive(),
+        ValueError,
+        r"AutoGaussian: the params given .* lack 'auto_loc' and 'auto_precision'.*got keys \[\]",
+    ),
+    Case(
+        "AutoGaussian",
+        "predictive_params_is_run_result",
+        lambda: predictive(None, mpe.BLRRunResult(T().params, None, jnp.zeros(1))),
+        ValueError,
+        r"lack 'auto_loc' and 'auto_precision', so the guide would draw from its initial "
+        r"Gaussian, not the fit; got BLRRunResult",
+    ),
+    Case(
+        "AutoGaussian",
+        "predictive_diag_params_in_dense_guide",
+        lambda: predictive(None, T().diag_params),
+        ValueError,
+        r"AutoGaussian: params hold a diag precision \(2,\) but the guide is "
+        r"AutoGaussian\(covariance='dense'\)",
+    ),
+    Case(
+        "AutoGaussian",
+        "predictive_fresh_guide_without_y",
+        lambda: predictive(None, T().params, T().X),
+        ModelError,
+        r"AutoGaussian: site 'y' is discrete and got no observed value: .*data were not passed",
     ),
     Case(
         "AutoGaussian.checked_mean_precision",
@@ -800,6 +858,28 @@ CASES = [
     ),
     Case(
         "BLR",
+        "model_none",
+        lambda: mpe.BLR(None, T().guide, optim.newton()),
+        TypeError,
+        r"BLR: model must be a NumPyro model \(a callable\), got NoneType",
+    ),
+    Case(
+        "BLR",
+        "guide_of_another_model",
+        lambda: mpe.BLR(renamed_logistic, T().guide, optim.newton()),
+        ValueError,
+        r"BLR: the guide was built for another model \('logistic_model', not "
+        r"'renamed_logistic'\)",
+    ),
+    Case(
+        "BLR.get_params",
+        "run_result_for_state",
+        lambda: blr().get_params(mpe.BLRRunResult(T().params, None, jnp.zeros(1))),
+        TypeError,
+        r"BLR.get_params: state must be a BLRState .*got BLRRunResult",
+    ),
+    Case(
+        "BLR",
         "guide_numpyro_autonormal",
         lambda: mpe.BLR(logistic_model, AutoNormal(logistic_model), optim.newton()),
         TypeError,
@@ -1044,6 +1124,21 @@ CASES = [
         ModelError,
         r"failed to trace after site 'beta': .*size of plate should be positive",
     ),
+    Case(
+        "BLR.run",
+        "X_beyond_float32",
+        lambda: without_x64(lambda: run(T().X * 1e300, T().y)),
+        ModelError,
+        r"BLR.run: positional argument 0 holds 1e\+300 at index \(0, 0\), beyond the range "
+        r"of float32",
+    ),
+    Case(
+        "BLR.run",
+        "progress_bar_string",
+        lambda: blr().run(key(), 5, T().X, T().y, progress_bar="no"),
+        TypeError,
+        r"progress_bar must be True or False, got 'no'",
+    ),
     # ---- BLR.init / BLR.update, and BLRState built by hand
     Case(
         "BLR.init",
@@ -1093,6 +1188,13 @@ CASES = [
         lambda: blr().update(mpe.BLRState(None, key()), T().X, T().y, batch_size=4),
         ValueError,
         r"batch_size=4: this optimizer \(optim.newton\)",
+    ),
+    Case(
+        "BLR.update",
+        "state_none",
+        lambda: blr().update(None, T().X, T().y),
+        TypeError,
+        r"BLR.update: state must be a BLRState .*got NoneType",
     ),
     Case(
         "BLRState",
@@ -1312,6 +1414,28 @@ CASES = [
         r"with_predictor names \['probs'\] are not all parameters of the observed site 'y' "
         r"\(BernoulliLogits\), whose continuous parameters are \['logits'\]",
     ),
+    Case(
+        "trace_model",
+        "X_overflows_float32",
+        lambda: in_float32(lambda: trace(logistic_model, with_value(T().X, (3, 1), 1e300), T().y)),
+        ModelError,
+        r"positional argument 0 holds 1e\+300 at index \(3, 1\), beyond the range of float32",
+    ),
+    Case(
+        "trace_model",
+        "y_scalar_for_the_plate",
+        lambda: trace(logistic_model, T().X, 1.0),
+        ModelError,
+        r"observed site 'y' got a value of shape \(\) \(positional argument 1\) for the 40 "
+        r"examples of plate 'data'",
+    ),
+    Case(
+        "trace_model",
+        "y_not_passed_to_a_continuous_likelihood",
+        lambda: trace(no_latent, T().X),
+        ModelError,
+        r"no observed site.*site 'y' \(in plate 'data'\) got obs=None; were its data passed",
+    ),
     # ---- PlateModel (from trace_model): shapes of theta and weights, also under jit
     Case(
         "PlateModel.log_joint",
@@ -1460,6 +1584,20 @@ CASES = [
         lambda: loo(method="is", seed=-1),
         ValueError,
         r"seed must be at least 0, got -1",
+    ),
+    Case(
+        "loo",
+        "seed_above_int64",
+        lambda: loo(method="is", seed=2**63),
+        ValueError,
+        r"seed must be an integer <= 9223372036854775807, got 9223372036854775808",
+    ),
+    Case(
+        "loo",
+        "num_samples_huge",
+        lambda: loo(method="is", num_samples=10**300),
+        ValueError,
+        r"num_samples must be an integer <= 2147483647, got 1e\+300",
     ),
     Case(
         "loo",
@@ -1766,6 +1904,13 @@ CASES = [
     ),
     Case(
         "prepare_loo",
+        "seed_huge",
+        lambda: mpe.prepare_loo(logistic_model, T().guide, T().X, T().y, seed=10**40),
+        ValueError,
+        r"seed must be an integer <= 9223372036854775807, got 1e\+40",
+    ),
+    Case(
+        "prepare_loo",
         "importance_index_out_of_range",
         lambda: mpe.prepare_loo(
             logistic_model, T().guide, T().X, T().y, method="is", importance=[100]
@@ -1892,6 +2037,14 @@ CASES = [
         lambda: perturb([7], groups=np.arange(NUM_EXAMPLES) % 3),
         ValueError,
         r"group 7 is not among the labels in groups",
+    ),
+    Case(
+        "perturb",
+        "group_boolean_mask",
+        lambda: perturb(np.array([True, False]), groups=np.arange(NUM_EXAMPLES) % 2),
+        TypeError,
+        r"with groups, remove holds group labels .*not a boolean mask; got booleans of "
+        r"shape \(2,\)",
     ),
     Case(
         "perturb",
@@ -2099,6 +2252,13 @@ CASES = [
         TypeError,
         r"num_examples must be an integer, got True",
     ),
+    Case(
+        "removal_weights",
+        "num_examples_huge",
+        lambda: mpe.removal_weights([0], 10**30),
+        ValueError,
+        r"num_examples must be an integer <= 2147483647, got 1e\+30",
+    ),
     # ---- sensitivity
     Case(
         "sensitivity",
@@ -2294,6 +2454,27 @@ CASES = [
     ),
     Case(
         "exact_loo",
+        "seed_above_int64",
+        lambda: exact_loo(seed=2**70),
+        ValueError,
+        r"seed must be an integer <= 9223372036854775807, got 1.18e\+21",
+    ),
+    Case(
+        "exact_loo",
+        "num_steps_huge",
+        lambda: exact_loo(num_steps=10**30, indices=[0]),
+        ValueError,
+        r"num_steps must be an integer <= 2147483647, got 1e\+30",
+    ),
+    Case(
+        "exact_loo",
+        "num_samples_huge_nuts",
+        lambda: exact_loo(method="nuts", num_samples=2**40, indices=[0]),
+        ValueError,
+        r"num_samples must be an integer <= 2147483647, got 1099511627776",
+    ),
+    Case(
+        "exact_loo",
         "groups_with_nuts",
         lambda: exact_loo(method="nuts", groups=np.arange(NUM_EXAMPLES) % 2),
         ValueError,
@@ -2397,6 +2578,27 @@ CASES = [
         lambda: mcmc_loo(chunk_size=0),
         ValueError,
         r"chunk_size must be None or an integer >= 1, got 0",
+    ),
+    Case(
+        "mcmc_loo",
+        "num_samples_huge",
+        lambda: mcmc_loo(num_samples=10**30),
+        ValueError,
+        r"num_samples must be an integer <= 2147483647, got 1e\+30",
+    ),
+    Case(
+        "mcmc_loo",
+        "num_chains_huge",
+        lambda: mcmc_loo(num_chains=2**40),
+        ValueError,
+        r"num_chains must be an integer <= 2147483647, got 1099511627776",
+    ),
+    Case(
+        "mcmc_loo",
+        "progress_bar_string",
+        lambda: mcmc_loo(progress_bar="no"),
+        TypeError,
+        r"progress_bar must be True or False, got 'no'",
     ),
     Case(
         "mcmc_loo",
@@ -2870,6 +3072,25 @@ CASES = [
     ),
     Case(
         "compare_loo",
+        "mcmc_loo_result_not_its_loo",
+        lambda: mpe.compare_loo(
+            {"a": refit_result(), "m": mpe.MCMCLooResult(refit_result(), None, None, {})}
+        ),
+        TypeError,
+        r"result 'm' is a MCMCLooResult, not an ELPDData result: pass its .loo",
+    ),
+    Case(
+        "compare_loo",
+        "groups_against_examples",
+        lambda: mpe.compare_loo(
+            {"a": refit_result(), "g": Pointwise(xr.DataArray(np.zeros(2), dims=("group",)))}
+        ),
+        ValueError,
+        r"result 'g' is pointwise over groups \(leave-one-group-out\) but the reference 'a' "
+        r"over examples",
+    ),
+    Case(
+        "compare_loo",
         "no_shared_examples",
         lambda: mpe.compare_loo({"a": refit_result(), "c": refit_result(0, np.arange(10, 14))}),
         ValueError,
@@ -2985,6 +3206,15 @@ CASES = [
         ),
         ValueError,
         r"result 'c' shares no examples with the reference 'a'",
+    ),
+    Case(
+        "plot_loo_comparison",
+        "mcmc_loo_result_not_its_loo",
+        lambda: mpe.plot_loo_comparison(
+            {"a": refit_result(), "m": mpe.MCMCLooResult(refit_result(), None, None, {})}
+        ),
+        TypeError,
+        r"result 'm' is a MCMCLooResult, not an ELPDData result: pass its .loo",
     ),
     # ---- select_prior
     Case(
@@ -3135,6 +3365,20 @@ CASES = [
         ModelError,
         r"no observed site is inside plate 'rows'",
     ),
+    Case(
+        "select_prior",
+        "values_underflow_float32",
+        lambda: in_float32(lambda: select_prior((1e-300, 1.0))),
+        ModelError,
+        r"argument 'prior_scale' holds 1e-300 at index \(0,\), below the smallest float32",
+    ),
+    Case(
+        "select_prior",
+        "values_overflow_float32",
+        lambda: in_float32(lambda: select_prior((1.0, 1e300))),
+        ModelError,
+        r"argument 'prior_scale' holds 1e\+300 at index \(1,\), beyond the range of float32",
+    ),
     # ---- plot_prior_selection
     Case(
         "plot_prior_selection",
@@ -3181,6 +3425,15 @@ CASES = [
         lambda: mpe.plot_prior_selection(prior_selection(), {"test": ["a", "b"]}),
         TypeError,
         r"reference 'test' must be numbers, one per value, got \['a', 'b'\]",
+    ),
+    Case(
+        "plot_prior_selection",
+        "reference_nan",
+        lambda: mpe.plot_prior_selection(
+            prior_selection(), {"refits": [NAN, -4.0]}, ax=Figure().subplots()
+        ),
+        ValueError,
+        r"reference 'refits' holds nan at index 0 \(prior_scale = 0.5\)",
     ),
     Case(
         "plot_prior_selection",
@@ -3383,6 +3636,15 @@ CASES = [
         lambda: report(T().X, with_value(T().y, (1,), NAN)),
         ModelError,
         r"positional argument 1 contains nan at index \(1,\)",
+    ),
+    Case(
+        "report",
+        "params_and_data_swapped",
+        lambda: mpe.report(
+            logistic_model, T().guide, T().X, T().params, T().y, path=T().folder / "swap.html"
+        ),
+        TypeError,
+        r"params must be the guide's params \(a dict\), got ndarray",
     ),
     # ---- posterior_from_svi
     Case(
@@ -3594,6 +3856,20 @@ CASES = [
         lambda: T().beta_guide.posterior_params(T().at_bats, T().hits + 40),
         ModelError,
         r"observed site 'hits' holds 50 at example 0, outside the support of BinomialProbs",
+    ),
+    Case(
+        "AutoConjugate",
+        "hits_column",
+        lambda: T().beta_guide.posterior_params(T().at_bats, T().hits[:, None]),
+        ModelError,
+        r"observed site 'hits' has shape \(10, 1\) but its distribution has shape \(10,\)",
+    ),
+    Case(
+        "AutoConjugate",
+        "model_none",
+        lambda: mpe.AutoConjugate(None),
+        TypeError,
+        r"AutoConjugate: model must be a NumPyro model \(a callable\), got NoneType",
     ),
     Case(
         "AutoConjugate",
@@ -3918,6 +4194,13 @@ CASES = [
     ),
     Case(
         "optim.newton",
+        "init_loss_fn_per_coordinate",
+        lambda: optim.newton().init(jnp.zeros(2), lambda theta: (theta - 1.0) ** 2),
+        TypeError,
+        r"newton.init: loss_fn must return a floating-point scalar .*got shape \(2,\)",
+    ),
+    Case(
+        "optim.newton",
         "update_state_of_iblr",
         lambda: optim.newton().update(
             optim.iblr(0.1, ess=10.0).init(jnp.zeros(2), quadratic_loss), quadratic_loss
@@ -3988,6 +4271,15 @@ CASES = [
         lambda: optim.online_newton().init(jnp.zeros(()), quadratic_loss),
         ValueError,
         r"online_newton.init: mean must have shape \(P,\) with P >= 1, got \(\)",
+    ),
+    Case(
+        "optim.online_newton",
+        "init_precision_init_overflows_float32",
+        lambda: optim.online_newton(precision_init=1e300).init(
+            jnp.zeros(2, jnp.float32), quadratic_loss
+        ),
+        ValueError,
+        r"online_newton.init: precision_init = 1e\+300 overflows float32",
     ),
     Case(
         "optim.online_newton",
@@ -4224,6 +4516,13 @@ CASES = [
     ),
     Case(
         "optim.iblr",
+        "init_ess_overflows_float32",
+        lambda: optim.iblr(0.1, ess=1e300).init(jnp.zeros(2, jnp.float32), quadratic_loss),
+        ValueError,
+        r"iblr.init: the initial precision .* = 1e\+300 overflows float32",
+    ),
+    Case(
+        "optim.iblr",
         "init_mean_matrix",
         lambda: optim.iblr(0.1, ess=10.0).init(jnp.zeros((2, 2)), quadratic_loss),
         ValueError,
@@ -4348,15 +4647,15 @@ CASES = [
         "unknown_column",
         lambda: datasets.load_wells().design("income"),
         ValueError,
-        r"design: unknown column 'income'; the columns are \('switch', 'arsenic', 'dist', "
-        r"'assoc', 'educ', 'dist100'\)",
+        r"design: unknown column 'income'; the columns are \('arsenic', 'dist', 'assoc', "
+        r"'educ', 'dist100'\)",
     ),
     Case(
         "datasets.Wells.design",
         "column_index",
         lambda: datasets.load_wells().design(3),
         TypeError,
-        r"design takes column names, one of \('switch', .*'dist100'\); got 3 \(int\) at "
+        r"design takes column names, one of \('arsenic', .*'dist100'\); got 3 \(int\) at "
         r"position 0",
     ),
     Case(
@@ -4372,6 +4671,20 @@ CASES = [
         lambda: datasets.load_wells().design("dist100", "arsenic", "dist100"),
         ValueError,
         r"design: column 'dist100' given twice",
+    ),
+    Case(
+        "datasets.Wells.design",
+        "dist_and_dist100",
+        lambda: datasets.load_wells().design("dist", "arsenic", "dist100"),
+        ValueError,
+        r"design: columns 'dist' and 'dist100' are the same column",
+    ),
+    Case(
+        "datasets.Wells.design",
+        "outcome_as_a_column",
+        lambda: datasets.load_wells().design("arsenic", "switch"),
+        ValueError,
+        r"design: 'switch' is the outcome y",
     ),
 ]
 

@@ -59,7 +59,6 @@ from numpyro_mpe.conjugate.families import FAMILIES, check_params
 from numpyro_mpe.core.gaussian import check_positive_definite, check_symmetric
 from numpyro_mpe.core.model import (
     ModelError,
-    check_finite_arguments,
     check_plate_name,
     find_plate,
     prototype_trace,
@@ -68,7 +67,7 @@ from numpyro_mpe.core.model import (
 from numpyro_mpe.core.options import check_choice
 from numpyro_mpe.crossval.mpe_loo import LooOptions, prepare_guide_loo
 from numpyro_mpe.crossval.results import ELPDDataMPE, make_elpd_data
-from numpyro_mpe.infer.guide import check_sample_shape
+from numpyro_mpe.infer.guide import array_arguments, check_model, check_sample_shape
 from numpyro_mpe.optim.base import check_rng_key
 from numpyro_mpe.perturbation.perturb import perturb_guide
 from numpyro_mpe.perturbation.removal import (
@@ -351,7 +350,8 @@ def trace_conjugate(model: Callable, *args, plate: str | None = None, **kwargs) 
     ModelError
         For any model outside the supported pairs, naming the sites at fault.
     """
-    check_finite_arguments(args, kwargs)
+    # pandas and xarray arguments as arrays (numpyro's constraints refuse a Series).
+    args, kwargs = array_arguments(args, kwargs, "AutoConjugate")
     trace = prototype_trace(model, args, kwargs)
     plate_name, size, plate_dim, observed = find_plate(trace, plate)
     sample_sites = [s for s in trace.values() if s["type"] == "sample"]
@@ -369,6 +369,13 @@ def trace_conjugate(model: Callable, *args, plate: str | None = None, **kwargs) 
             f"observed site '{obs_name}' must have batch shape ({size},) from plate "
             f"'{plate_name}' at dim -1 and no event dims; got batch shape "
             f"{obs_site['fn'].batch_shape}"
+        )
+    if jnp.shape(obs_site["value"]) != (size,):
+        # A y of shape (N, 1) for (N,): its statistics would broadcast to (N, N).
+        raise ModelError(
+            f"observed site '{obs_name}' has shape {jnp.shape(obs_site['value'])} but its "
+            f"distribution has shape ({size},); do the data arguments have the same number "
+            "of rows?"
         )
     if obs_site["scale"] is not None or isinstance(obs_site["fn"], dist.MaskedDistribution):
         raise ModelError(
@@ -482,6 +489,7 @@ class AutoConjugate(AutoGuide):
     """
 
     def __init__(self, model: Callable, *, plate: str | None = None, prefix: str = "auto"):
+        check_model(model, "AutoConjugate")
         check_plate_name(plate)
         self.plate = plate
         super().__init__(model, prefix=prefix)

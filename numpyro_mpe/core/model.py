@@ -36,6 +36,7 @@ from numpyro.distributions.distribution import (
     ExpandedDistribution,
     Independent,
     MaskedDistribution,
+    Unit,
 )
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.autoguide import _ravel_dict, _unravel_dict
@@ -47,6 +48,8 @@ __all__ = [
     "ModelError",
     "PlateModel",
     "Predictor",
+    "as_numpy_arguments",
+    "check_argument_range",
     "check_finite_arguments",
     "check_plate_name",
     "find_plate",
@@ -245,6 +248,72 @@ def check_finite_arguments(args: tuple, kwargs: dict) -> None:
                     )
 
 
+def check_argument_range(args: tuple, kwargs: dict) -> None:
+    """Raise :class:`ModelError` naming the argument and index of the first finite value
+    that jax's float dtype cannot hold: above its largest value (``1e300`` becomes inf in
+    float32, jax's default) or nonzero and below its smallest (``1e-300`` becomes 0).
+
+    Checks the same leaves as :func:`check_finite_arguments` (Python floats too: jax
+    makes them float32 unless x64 is enabled); a no-op for float64 under x64.
+    """
+    target = np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
+    named = [(f"positional argument {k}", a) for k, a in enumerate(args)]
+    named += [(f"argument '{k}'", a) for k, a in kwargs.items()]
+    for label, value in named:
+        for path, leaf in jax.tree_util.tree_leaves_with_path(value):
+            for where, array in _argument_arrays(label + jax.tree_util.keystr(path), leaf):
+                if array.dtype.kind != "f" or array.dtype.itemsize <= target.itemsize:
+                    continue
+                with np.errstate(over="ignore", under="ignore"):
+                    cast = array.astype(target)
+                overflow = np.isfinite(array) & ~np.isfinite(cast)
+                underflow = (array != 0) & (cast == 0)
+                for bad, what, becomes in (
+                    (
+                        overflow,
+                        f"beyond the range of {target} (largest {np.finfo(target).max:.3g})",
+                        "inf",
+                    ),
+                    (
+                        underflow,
+                        f"below the smallest {target} ({np.finfo(target).smallest_subnormal:.3g})",
+                        "0",
+                    ),
+                ):
+                    if bad.any():
+                        index = tuple(int(i) for i in np.argwhere(bad)[0])
+                        raise ModelError(
+                            f"{where} holds {array[index]:g} at index {index}, {what}, which jax "
+                            f"turns into {becomes}; rescale the data, or enable float64 with "
+                            "jax.config.update('jax_enable_x64', True)"
+                        )
+
+
+def _pandas_like(leaf: Any) -> bool:
+    """A pandas or xarray object (anything array-like that is not a numpy or jax array)."""
+    return (
+        hasattr(leaf, "__array__")
+        and not isinstance(leaf, np.ndarray | jax.Array | np.generic | jax.core.Tracer)
+        and not isinstance(leaf, bool | int | float | complex | str | bytes)
+    )
+
+
+def as_numpy_arguments(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``(args, kwargs)`` with every numeric pandas or xarray leaf (a Series, a DataFrame,
+    a DataArray) as a numpy array, as the jitted functions see them: numpyro's
+    densities and jax's tracers do not mix with pandas' and xarray's operators (a
+    Series ``obs`` fails in ``jnp.where``, ``DataFrame @ tracer`` cannot be traced).
+    Other leaves are kept."""
+
+    def convert(leaf):
+        if not _pandas_like(leaf):
+            return leaf
+        array = np.asarray(leaf)
+        return array if array.dtype.kind in "biuf" else leaf
+
+    return jax.tree_util.tree_map(convert, (args, kwargs))
+
+
 def _trace(
     model: Callable,
     args: tuple,
@@ -303,6 +372,11 @@ def _site_log_prob(site: dict) -> jax.Array:
     return log_prob
 
 
+def _is_factor(site: dict) -> bool:
+    """Whether a sample site is a ``numpyro.factor`` (a ``Unit`` distribution)."""
+    return isinstance(_unwrap_masks(site["fn"])[0], Unit)
+
+
 def find_plate(trace: dict, plate: str | None) -> tuple[str, int, int, tuple[str, ...]]:
     observed = [
         s
@@ -310,8 +384,26 @@ def find_plate(trace: dict, plate: str | None) -> tuple[str, int, int, tuple[str
         if s["type"] == "sample" and s["is_observed"] and not s["name"].startswith("_")
     ]
     if not observed:
-        raise ModelError("the model has no observed site; pass data through obs=...")
+        unobserved = [
+            f"'{s['name']}' (in plate '{s['cond_indep_stack'][0].name}')"
+            for s in trace.values()
+            if s["type"] == "sample" and not s["is_observed"] and s["cond_indep_stack"]
+        ]
+        hint = (
+            f": site {unobserved[0]} got obs=None; were its data passed (e.g. model(X, y))?"
+            if unobserved
+            else ""
+        )
+        raise ModelError(f"the model has no observed site; pass data through obs=...{hint}")
     in_plates = {s["name"]: {f.name: f for f in s["cond_indep_stack"]} for s in observed}
+    if plate is None and any(frames for frames in in_plates.values()):
+        # A numpyro.factor outside every plate is a term of the prior (a penalty), not
+        # an observation of examples: it joins the prior term, as with plate=NAME.
+        in_plates = {
+            name: frames
+            for name, frames in in_plates.items()
+            if frames or not _is_factor(trace[name])
+        }
     if plate is not None:
         chosen = [(name, frames[plate]) for name, frames in in_plates.items() if plate in frames]
         if not chosen:
@@ -551,6 +643,38 @@ def _check_observed_values(
             raise ModelError(
                 f"observed site '{name}' has value {value[index]} at index {index}, outside "
                 f"the support of {type(_unwrap_masks(fn)[0]).__name__} ({fn.support})"
+            )
+
+
+def _check_one_value_per_example(
+    trace: dict,
+    observed_sites: tuple[str, ...],
+    plate: str,
+    dim: int,
+    size: int,
+    argument_names: dict[int, str],
+) -> None:
+    """Refuse an observed value that numpyro broadcasts along the plate of examples (a
+    scalar ``y`` for ``N`` examples): every example would observe the same value."""
+    if size == 1:
+        return
+    for name in observed_sites:
+        site = trace[name]
+        if _is_factor(site):
+            continue  # its value is a placeholder of shape (..., 0)
+        fn = site["fn"]
+        expected = fn.batch_shape + fn.event_shape
+        given = np.shape(site["value"])
+        padded = (1,) * (len(expected) - len(given)) + tuple(given)
+        position = len(fn.batch_shape) + dim
+        if 0 <= position < len(padded) and padded[position] != size:
+            argument = argument_names.get(id(site["value"]))
+            raise ModelError(
+                f"observed site '{name}' got a value of shape {given}"
+                + (f" ({argument})" if argument else "")
+                + f" for the {size} examples of plate '{plate}': numpyro would broadcast it, "
+                f"so that every example observes the same value; pass one value per example "
+                f"(shape {expected})"
             )
 
 
@@ -823,6 +947,8 @@ def trace_model(
     check_plate_name(plate)
     with_predictor = _checked_predictor_choice(with_predictor)
     check_finite_arguments(args, kwargs)
+    check_argument_range(args, kwargs)
+    args, kwargs = as_numpy_arguments(args, kwargs)
     prototype = prototype_trace(model, args, kwargs)
     _check_imputed_sites(prototype)
     latent_names = _check_latents(prototype)
@@ -850,6 +976,9 @@ def trace_model(
         prototype,
         lambda: _trace(model, args, kwargs, unravel(init_theta + 0.5)),
         _argument_names(args, kwargs),
+    )
+    _check_one_value_per_example(
+        prototype, observed_sites, plate_name, plate_dim, size, _argument_names(args, kwargs)
     )
     latent_set = set(latent_names)
 

@@ -27,7 +27,7 @@ import pandas as pd
 from numpyro_mpe.crossval.results import ELPDDataRefit
 from numpyro_mpe.optim.base import check_number
 
-__all__ = ["compare_loo", "plot_loo_comparison"]
+__all__ = ["check_figure_path", "compare_loo", "plot_loo_comparison"]
 
 COLUMNS = (
     "elpd",
@@ -44,10 +44,12 @@ COLUMNS = (
 
 
 class _Pointwise(NamedTuple):
-    """One result's pointwise elpd ``(N,)`` with the example labels ``(N,)``."""
+    """One result's pointwise elpd ``(N,)`` with the example labels ``(N,)``; ``grouped``
+    for a leave-one-group-out result (over a ``"group"`` dimension)."""
 
     labels: np.ndarray
     elpd_i: np.ndarray
+    grouped: bool = False
 
 
 class _Diagnostic(NamedTuple):
@@ -80,6 +82,11 @@ def _resolve_reference(results: Mapping[str, Any], reference: str | None) -> str
 def _pointwise(name: str, result: Any) -> _Pointwise:
     """The labels and values of ``result.elpd_i``, validated."""
     elpd_i = getattr(result, "elpd_i", None)
+    if elpd_i is None and getattr(getattr(result, "loo", None), "elpd_i", None) is not None:
+        raise TypeError(
+            f"result {name!r} is a {type(result).__name__}, not an ELPDData result: pass "
+            f"its .loo, e.g. {{{name!r}: mcmc_loo(...).loo}}."
+        )
     if elpd_i is None:
         raise ValueError(
             f"result {name!r} has no pointwise elpd_i (compute it with pointwise values, "
@@ -105,13 +112,20 @@ def _pointwise(name: str, result: Any) -> _Pointwise:
         labels = np.arange(values.size)
     if np.unique(labels).size != labels.size:
         raise ValueError(f"result {name!r}: the coordinate of elpd_i has repeated values.")
-    return _Pointwise(labels, values)
+    return _Pointwise(labels, values, grouped=bool(dims) and dims[0] == "group")
 
 
 def _overlap(
     name: str, reference_name: str, pointwise: _Pointwise, reference: _Pointwise
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positions ``(K,)`` in ``reference`` and in ``pointwise`` of their shared examples."""
+    if pointwise.grouped != reference.grouped:
+        kinds = {True: "groups (leave-one-group-out)", False: "examples (leave-one-out)"}
+        raise ValueError(
+            f"result {name!r} is pointwise over {kinds[pointwise.grouped]} but the reference "
+            f"{reference_name!r} over {kinds[reference.grouped]}: group labels are not "
+            "example indices, so they cannot be matched; compare results of one kind."
+        )
     try:
         _, in_reference, in_result = np.intersect1d(
             reference.labels, pointwise.labels, assume_unique=True, return_indices=True
@@ -261,13 +275,15 @@ def compare_loo(
     Raises
     ------
     TypeError
-        If ``results`` or ``seconds`` is not a mapping (a list of results, say), or a
-        value of ``seconds`` is not a number or None.
+        If ``results`` or ``seconds`` is not a mapping (a list of results, say), a
+        result is a container of one (``mcmc_loo``'s result instead of its ``.loo``), or
+        a value of ``seconds`` is not a number or None.
     ValueError
         If ``results`` is empty, ``reference`` or a key of ``seconds`` is not one of its
         keys, a value of ``seconds`` is negative, NaN or inf, a result has no pointwise
         ``elpd_i`` (or not a 1-D one, a non-finite one, or repeated coordinate values),
-        or a result shares no example with the reference.
+        a result shares no example with the reference, or one is leave-one-group-out
+        (over a ``"group"`` dimension) and the other leave-one-out.
 
     See Also
     --------
@@ -351,7 +367,7 @@ def _given_axes(ax: Any) -> list | None:
     return axes
 
 
-def _checked_figure_path(path: Any) -> Any:
+def check_figure_path(path: Any) -> Any:
     """``path`` after refusing, before anything is drawn, what ``savefig`` would only
     refuse at the end (or misread): a non-path, an existing folder (saved beside it as
     ``folder.png``), a folder that does not exist or cannot be written, a format
@@ -479,7 +495,7 @@ def plot_loo_comparison(
             f"ax must hold one Axes per result besides the reference ({len(others)}); "
             f"got {len(given_axes)}."
         )
-    path = _checked_figure_path(path)
+    path = check_figure_path(path)
     reference_pointwise = _pointwise(reference, results[reference])
     aligned = {}
     for name in others:

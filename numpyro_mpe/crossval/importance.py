@@ -36,12 +36,16 @@ from numpyro_mpe.core.model import PlateModel, join_arguments, trace_model
 from numpyro_mpe.core.rows import limit_compilations
 from numpyro_mpe.crossval.psis import tail_buffers, tail_lengths
 from numpyro_mpe.crossval.psis_kernels import psis_columns
+from numpyro_mpe.optim.base import check_count
 from numpyro_mpe.perturbation.perturb import perturb_mean_precision
+from numpyro_mpe.perturbation.removal import check_at_most
 
 __all__ = [
+    "MAX_SEED",
     "MIN_IMPORTANCE_DRAWS",
     "ImportanceLOO",
     "check_num_samples",
+    "check_seed",
     "importance_core",
     "importance_loo",
     "log_normalizer",
@@ -49,6 +53,9 @@ __all__ = [
 
 #: The fewest importance draws per example (or group): PSIS needs at least two.
 MIN_IMPORTANCE_DRAWS = 2
+
+#: The largest seed: ``jax.random.PRNGKey`` takes an int64.
+MAX_SEED = 2**63 - 1
 
 _MAX_BATCH_VALUES = 2**24  # draws x examples x batch held at once
 _EXACT_SPREAD = 1e-6
@@ -90,7 +97,8 @@ def check_num_samples(num_samples) -> int:
     TypeError
         When it is not an integer (a bool or a float such as ``2.5`` or ``1000.0``).
     ValueError
-        When it is below :data:`MIN_IMPORTANCE_DRAWS` (2).
+        When it is below :data:`MIN_IMPORTANCE_DRAWS` (2) or above
+        :data:`~numpyro_mpe.perturbation.removal.MAX_COUNT`.
     """
     if isinstance(num_samples, bool | np.bool_) or not isinstance(num_samples, int | np.integer):
         raise TypeError(
@@ -102,7 +110,16 @@ def check_num_samples(num_samples) -> int:
             f"num_samples must be an integer >= {MIN_IMPORTANCE_DRAWS} (importance draws "
             f"per example; PSIS needs at least {MIN_IMPORTANCE_DRAWS}); got {num_samples}"
         )
+    check_at_most("num_samples", num_samples)
     return int(num_samples)
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an ``int``, checked before any work: an integer in ``[0, MAX_SEED]``
+    (``TypeError`` for a float, bool or string, ``ValueError`` out of range)."""
+    check_count("seed", seed, 0)
+    check_at_most("seed", seed, MAX_SEED)
+    return int(seed)
 
 
 def _padded_count(count: int) -> int:

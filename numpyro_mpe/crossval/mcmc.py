@@ -31,8 +31,9 @@ from numpyro.infer import MCMC, NUTS
 
 from numpyro_mpe.core.model import join_arguments, split_arguments, trace_model
 from numpyro_mpe.core.options import CHAIN_METHODS, ChainMethod, check_choice
-from numpyro_mpe.crossval.psis import ELPDDataPSIS, psis_loo, relative_eff
+from numpyro_mpe.crossval.psis import ELPDDataPSIS, check_flag, psis_loo, relative_eff
 from numpyro_mpe.optim.base import check_rng_key
+from numpyro_mpe.perturbation.removal import check_at_most
 
 __all__ = ["MCMCLooResult", "mcmc_loo"]
 
@@ -86,6 +87,9 @@ def _check_arguments(num_warmup, num_samples, num_chains, chain_method, chunk_si
         )
     if not is_int(num_chains) or num_chains < 1:
         raise ValueError(f"num_chains must be an integer >= 1, got {num_chains!r}")
+    for name, value in (("num_warmup", num_warmup), ("num_samples", num_samples)):
+        check_at_most(name, value)
+    check_at_most("num_chains", num_chains)
     check_choice("chain_method", chain_method, CHAIN_METHODS)
     if chunk_size is not None and (not is_int(chunk_size) or chunk_size < 1):
         raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
@@ -204,9 +208,10 @@ def mcmc_loo(
     ------
     ValueError
         Before sampling: ``num_warmup < 0``, ``num_samples < 2``, ``num_chains < 1``,
-        an unknown ``chain_method`` or ``chunk_size < 1``.
+        a count above ``2**31 - 1``, an unknown ``chain_method`` or ``chunk_size < 1``.
     TypeError
-        Before sampling: an ``rng_key`` that is not a jax PRNG key (an int, say).
+        Before sampling: an ``rng_key`` that is not a jax PRNG key (an int, say), a
+        ``progress_bar`` that is not a bool (``"no"``).
     ModelError
         Before sampling, from :func:`trace_model`: no plate of examples, an unknown
         ``plate``, a discrete or local latent, NaN in the data, ...
@@ -252,6 +257,7 @@ def mcmc_loo(
     ((20,), ('chain', 'draw', 'data'))
     """
     _check_arguments(num_warmup, num_samples, num_chains, chain_method, chunk_size)
+    check_flag("progress_bar", progress_bar)
     if rng_key is not None:
         check_rng_key(rng_key, "mcmc_loo")
     # Validates the model, data and plate before any sampling.

@@ -74,11 +74,16 @@ from numpyro_mpe.core.rows import (
     pad_examples,
 )
 from numpyro_mpe.crossval.groups import group_codes, group_loo_core
-from numpyro_mpe.crossval.importance import ImportanceLOO, check_num_samples, importance_loo
+from numpyro_mpe.crossval.importance import (
+    ImportanceLOO,
+    check_num_samples,
+    check_seed,
+    importance_loo,
+)
 from numpyro_mpe.crossval.results import ELPDDataMPE, ReliabilityWarning, make_elpd_data
 from numpyro_mpe.infer.blr import default_checkpoint
 from numpyro_mpe.infer.guide import AutoGaussian
-from numpyro_mpe.optim.base import check_count, check_number
+from numpyro_mpe.optim.base import check_number
 from numpyro_mpe.perturbation.removal import check_group_labels
 
 __all__ = [
@@ -271,8 +276,8 @@ def loo(
         (checked for every method, before any work: ``TypeError`` for a bool or a
         float, ``ValueError`` below 2).
     seed : int
-        For ``method="is"``: seed of the draws, an integer >= 0 (checked for every
-        method).
+        For ``method="is"``: seed of the draws, an integer in ``[0, 2**63 - 1]`` (checked
+        for every method).
     groups : array_like, shape (N,), optional
         A group label per example (county, class, subject, ...): leave one group out.
         ``method="cavity"`` is the closed form of the group's MPE cavity (exact for
@@ -369,7 +374,7 @@ def _checked_options(
     check_number("reliability_threshold", reliability_threshold, 0.0, 1.0)
     _checked_importance(importance)  # its kind, for every method; index ranges once N is known
     num_samples = check_num_samples(num_samples)
-    check_count("seed", seed, 0)
+    check_seed(seed)
     if groups is not None:
         check_group_labels(groups, None)  # label types and NaN; the shape once N is known
     return LooOptions(

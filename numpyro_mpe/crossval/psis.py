@@ -60,6 +60,7 @@ __all__ = [
     "ELPDDataPSIS",
     "ParetoKWarning",
     "approximate_posterior_loo",
+    "check_flag",
     "psis_loo",
     "relative_eff",
 ]
@@ -343,7 +344,7 @@ def _check_chunk_size(chunk_size: object) -> None:
         check_count("chunk_size", chunk_size, 1)
 
 
-def _check_flag(name: str, value: object) -> None:
+def check_flag(name: str, value: object) -> None:
     """Raise ``TypeError`` unless ``value`` is a bool (``"no"`` or ``1`` is not one)."""
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be True or False, got {_abbreviate(value)}")
@@ -468,7 +469,7 @@ def relative_eff(
     >>> relative_eff(ll).shape
     (3,)
     """
-    _check_flag("log", log)
+    check_flag("log", log)
     _check_chunk_size(chunk_size)
     layout = _layout(log_lik)
     if not log:
@@ -718,7 +719,7 @@ def psis_loo(
     ((20,), (2, 500, 20))
     """
     _check_chunk_size(chunk_size)
-    _check_flag("return_log_weights", return_log_weights)
+    check_flag("return_log_weights", return_log_weights)
     layout = _layout(log_lik)
     n_samples, n_obs = layout.matrix.shape
     if r_eff is None:
@@ -788,7 +789,7 @@ def approximate_posterior_loo(
     True
     """
     _check_chunk_size(chunk_size)
-    _check_flag("return_log_weights", return_log_weights)
+    check_flag("return_log_weights", return_log_weights)
     layout = _layout(log_lik)
     n_obs = layout.matrix.shape[1]
     log_p = _draw_values("log_p", log_p, layout)

@@ -35,13 +35,13 @@ from numpyro_mpe.core.model import PlateModel, trace_model
 from numpyro_mpe.core.options import REFIT_METHODS, RefitMethod, check_choice
 from numpyro_mpe.core.quadrature import log_predictive
 from numpyro_mpe.crossval.groups import group_codes
-from numpyro_mpe.crossval.importance import log_normalizer
+from numpyro_mpe.crossval.importance import check_seed, log_normalizer
 from numpyro_mpe.crossval.psis import ParetoKWarning
 from numpyro_mpe.crossval.results import ELPDDataRefit, make_refit_elpd_data
 from numpyro_mpe.infer.blr import ConvergenceWarning, check_optimizer_for_guide
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.optim import NaturalGradientOptimizer, newton
-from numpyro_mpe.optim.base import check_count
+from numpyro_mpe.perturbation.removal import check_at_most
 
 __all__ = ["exact_loo"]
 
@@ -353,14 +353,15 @@ def exact_loo(
     optimizer : NaturalGradientOptimizer, optional
         For ``method="laplace"``; ``numpyro_mpe.optim.newton(tol=1e-15)`` by default.
     num_steps : int
-        Most optimizer steps per Laplace refit, at least 1 (``ValueError`` otherwise).
+        Most optimizer steps per Laplace refit, at least 1 and at most ``2**31 - 1``
+        (``ValueError`` otherwise; likewise ``num_samples`` and ``num_warmup``).
     batch_size : int
         Refits vectorised together (memory grows linearly with it).
     num_samples : int
         Monte Carlo draws: of each NUTS refit, or of the Gaussian when the model has no
         predictor.
     seed : int
-        Seed of every random draw.
+        Seed of every random draw, an integer in ``[0, 2**63 - 1]``.
     groups : array_like, shape (N,), optional
         A group label per example (``method="laplace"`` only): ``log p(y_G | y_-G)`` per
         group, each under the Gaussian refitted without the group, by importance
@@ -401,7 +402,9 @@ def exact_loo(
         # num_steps=0 once returned the full-data densities labelled as refits.
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    check_count("seed", seed, 0)
+        if name != "batch_size":  # a larger batch is cut to the examples
+            check_at_most(name, value)
+    check_seed(seed)
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
     n = plate_model.num_examples
     options = {

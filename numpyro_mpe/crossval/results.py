@@ -149,9 +149,9 @@ class ELPDDataRefit(ELPDDataLOO):
     group_log_loss: xr.DataArray = None
 
     def _header(self):
+        what = "observations" if self.group_of_example is None else "groups (left out whole)"
         return (
-            f"Computed by refitting ({self.method}) without each of "
-            f"{self.n_data_points} observations."
+            f"Computed by refitting ({self.method}) without each of {self.n_data_points} {what}."
         )
 
 

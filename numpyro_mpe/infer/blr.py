@@ -27,7 +27,7 @@ from numpyro_mpe.core.rows import (
     limit_compilations,
     plan_row_slicing,
 )
-from numpyro_mpe.infer.guide import AutoGaussian
+from numpyro_mpe.infer.guide import AutoGaussian, array_arguments, check_model
 from numpyro_mpe.infer.minibatch import check_batch_size, minibatch_indices
 from numpyro_mpe.optim.base import (
     NaturalGradientOptimizer,
@@ -311,8 +311,18 @@ class BLR:
         *,
         plate: str | None = None,
     ):
+        check_model(model, "BLR")
         if not isinstance(guide, AutoGaussian):
             raise TypeError(f"guide must be a numpyro_mpe.AutoGaussian, got {type(guide)}")
+        if guide.model != model:
+            # The fit would run this model, the guide would unpack its params into the
+            # sites of its own: latents under another model's names, silently.
+            raise ValueError(
+                f"BLR: the guide was built for another model "
+                f"({getattr(guide.model, '__name__', guide.model)!r}, not "
+                f"{getattr(model, '__name__', model)!r}); use AutoGaussian(model) of the "
+                "model fitted"
+            )
         check_optimizer_for_guide(optimizer, guide)
         self.model = model
         self.guide = guide
@@ -345,6 +355,7 @@ class BLR:
         check_rng_key(rng_key, "BLR.init")
         self._refuse_plate(kwargs, "init")
         self._refuse_minibatches(batch_size)
+        args, kwargs = array_arguments(args, kwargs, "BLR.init")
         plate_model = trace_model(
             self.model, *args, plate=self.plate, with_predictor=False, **kwargs
         )
@@ -441,6 +452,11 @@ class BLR:
             batches and loss, but O(N) per step. ``state.minibatch.reason`` says why.
         """
         self._refuse_plate(kwargs, "update")
+        if not isinstance(state, BLRState):
+            raise TypeError(
+                f"BLR.update: state must be a BLRState (from BLR.init, or result.state of "
+                f"BLR.run), got {type(state).__name__}"
+            )
         self._refuse_minibatches(batch_size)
         arrays, static = split_arguments(args, kwargs)
         if batch_size is not None:
@@ -471,6 +487,12 @@ class BLR:
 
     def get_params(self, state: BLRState) -> dict:
         """Guide params of the current Gaussian (no extra Hessian pass)."""
+        if not isinstance(state, BLRState):
+            raise TypeError(
+                f"BLR.get_params: state must be a BLRState (result.state of BLR.run, or "
+                f"from BLR.init / BLR.update), got {type(state).__name__}; a BLRRunResult "
+                "holds its params already (result.params)"
+            )
         mean, precision = self.optimizer.mean_precision(state.optim_state, self.guide.covariance)
         return self.guide.params_from_mean_precision(mean, precision)
 
@@ -516,9 +538,12 @@ class BLR:
 
         Raises
         ------
+        TypeError
+            ``progress_bar`` not a bool; ``init_state`` not a :class:`BLRState`.
         ValueError
             When both or neither of ``num_steps`` and ``epochs`` are given, or either is
-            below 1, or ``batch_size`` is outside ``[1, N]``.
+            below 1, or ``batch_size`` is outside ``[1, N]``; a data argument whose
+            finite values overflow jax's float dtype (1e300 in float32).
         FloatingPointError
             At the first step whose loss is not finite (the optimizer diverged), naming
             the step and the last finite loss, instead of running on with NaN.
@@ -527,6 +552,9 @@ class BLR:
         """
         check_rng_key(rng_key, "BLR.run")
         self._refuse_plate(kwargs, "run")
+        if not isinstance(progress_bar, bool | np.bool_):
+            raise TypeError(f"progress_bar must be True or False, got {progress_bar!r}")
+        args, kwargs = array_arguments(args, kwargs, "BLR.run")
         if init_state is not None and not isinstance(init_state, BLRState):
             raise TypeError(
                 f"init_state must be a BLRState (result.state of an earlier run), got "

@@ -26,10 +26,66 @@ from numpyro_mpe.core.gaussian import (
     natural_from_mean_precision,
     real_array,
 )
+from numpyro_mpe.core.model import (
+    ModelError,
+    as_numpy_arguments,
+    check_argument_range,
+    check_finite_arguments,
+    join_arguments,
+    split_arguments,
+)
 from numpyro_mpe.core.options import COVARIANCES, Covariance, check_choice
 from numpyro_mpe.optim.base import check_count, check_number, check_rng_key
 
-__all__ = ["AutoGaussian", "check_sample_shape"]
+__all__ = ["AutoGaussian", "array_arguments", "check_model", "check_sample_shape"]
+
+
+def array_arguments(args: tuple, kwargs: dict, where: str) -> tuple[tuple, dict]:
+    """The model's arguments with every array (pandas and xarray objects included) as the
+    jax array a step sees, so that the eager traces and the jitted steps run the model on
+    the same values. :class:`~numpyro_mpe.ModelError` naming ``where``, the argument and
+    the index for NaN or inf, or for finite data that jax's float dtype cannot hold
+    (1e300 in float32; :func:`~numpyro_mpe.core.model.check_argument_range`). Checked on
+    the host: nothing is compiled per data size."""
+    args, kwargs = as_numpy_arguments(args, kwargs)
+    try:
+        check_finite_arguments(args, kwargs)
+        check_argument_range(args, kwargs)
+    except ModelError as error:
+        raise ModelError(f"{where}: {error}") from None
+    return join_arguments(*split_arguments(args, kwargs))
+
+
+def check_model(model: object, where: str) -> None:
+    """Raise ``TypeError`` naming ``where`` unless ``model`` is callable (a NumPyro model)."""
+    if not callable(model):
+        raise TypeError(
+            f"{where}: model must be a NumPyro model (a callable), got {type(model).__name__}"
+        )
+
+
+def _refuse_unobserved_discrete(
+    model: Callable, init_loc_fn: Callable, args: tuple, kwargs: dict, where: str
+) -> None:
+    """Raise :class:`~numpyro_mpe.ModelError` for a discrete sample site without ``obs``:
+    a Gaussian guide cannot hold it, and it is most often an observed site whose data
+    were not passed (numpyro would go on to enumerate it, or fail inside funsor). A model
+    that fails here is left to numpyro's own setup to report."""
+    traced = handlers.substitute(handlers.seed(model, rng_seed=0), substitute_fn=init_loc_fn)
+    try:
+        with handlers.block():
+            trace = handlers.trace(traced).get_trace(*args, **kwargs)
+    except Exception:
+        return
+    for name, site in trace.items():
+        if site["type"] == "sample" and not site["is_observed"] and site["fn"].support.is_discrete:
+            raise ModelError(
+                f"{where}: site {name!r} is discrete and got no observed value: if it is the "
+                "observed site, its data were not passed. The guide sets itself up from the "
+                "model's arguments on its first call: fit it first (BLR.run, SVI), or call "
+                "it once with the data, guide(X, y); an AutoGaussian cannot hold discrete "
+                "latents"
+            )
 
 
 def check_sample_shape(sample_shape: object, where: str) -> tuple[int, ...]:
@@ -93,7 +149,7 @@ class AutoGaussian(AutoContinuous):
         ``covariance`` not ``"dense"`` or ``"diag"``; ``init_precision`` not in
         ``(0, inf)``.
     TypeError
-        ``init_precision`` not a number; ``init_loc_fn`` not callable.
+        ``model``, ``init_loc_fn`` not callable; ``init_precision`` not a number.
 
     Examples
     --------
@@ -111,6 +167,7 @@ class AutoGaussian(AutoContinuous):
         init_loc_fn: Callable = init_to_median,
         init_precision: float = 1.0,
     ):
+        check_model(model, "AutoGaussian")
         check_choice("covariance", covariance, COVARIANCES)
         check_number("init_precision", init_precision, 0.0)
         if not callable(init_loc_fn):
@@ -144,7 +201,36 @@ class AutoGaussian(AutoContinuous):
         """``P`` of the model once the guide has seen it, else None."""
         return None if self.prototype_trace is None else int(self.latent_dim)
 
+    def _setup_prototype(self, *args, **kwargs):
+        # pandas and xarray arguments as arrays: numpyro traces the model under jax
+        # transforms, where ``DataFrame @ tracer`` fails deep inside pandas.
+        args, kwargs = join_arguments(*split_arguments(args, kwargs))
+        _refuse_unobserved_discrete(self.model, self.init_loc_fn, args, kwargs, "AutoGaussian")
+        super()._setup_prototype(*args, **kwargs)
+
+    def _refuse_missing_params(self) -> None:
+        """Raise when the guide runs under ``substitute(data=params)`` (numpyro's
+        ``Predictive(..., params=params)``) whose ``params`` lack this guide's: its
+        ``numpyro.param`` would silently return the initial Gaussian instead of the fit."""
+        for handler in numpyro.primitives._PYRO_STACK:
+            if not isinstance(handler, handlers.substitute) or handler.data is None:
+                continue
+            data = handler.data
+            held = isinstance(data, Mapping) and all(
+                name in data for name in (self.loc_name, self.precision_name)
+            )
+            if not held:
+                keys = sorted(map(str, data)) if isinstance(data, Mapping) else None
+                got = f"keys {keys}" if keys is not None else type(data).__name__
+                raise ValueError(
+                    f"AutoGaussian: the params given (e.g. Predictive(model, guide=guide, "
+                    f"params=params)) lack {self.loc_name!r} and {self.precision_name!r}, "
+                    f"so the guide would draw from its initial Gaussian, not the fit; got "
+                    f"{got}. Pass the fit's params (result.params of BLR.run)"
+                )
+
     def _get_posterior(self):
+        self._refuse_missing_params()
         loc = numpyro.param(self.loc_name, self._init_latent)
         if self.covariance == "dense":
             precision = numpyro.param(
@@ -152,12 +238,21 @@ class AutoGaussian(AutoContinuous):
                 self._init_precision * jnp.eye(self.latent_dim),
                 constraint=constraints.positive_definite,
             )
-            return dist.MultivariateNormal(loc, precision_matrix=precision)
-        precision = numpyro.param(
-            self.precision_name,
-            jnp.full(self.latent_dim, self._init_precision),
-            constraint=constraints.positive,
+        else:
+            precision = numpyro.param(
+                self.precision_name,
+                jnp.full(self.latent_dim, self._init_precision),
+                constraint=constraints.positive,
+            )
+        # Substituted params (Predictive) are checked like every method's (values only
+        # outside jit): another family's or model's params would fail deep inside jax.
+        loc, precision = self.checked_mean_precision(
+            {self.loc_name: loc, self.precision_name: precision},
+            self._num_latents(),
+            where="AutoGaussian",
         )
+        if self.covariance == "dense":
+            return dist.MultivariateNormal(loc, precision_matrix=precision)
         return dist.Normal(loc, jax.lax.rsqrt(precision)).to_event(1)
 
     def get_base_dist(self):

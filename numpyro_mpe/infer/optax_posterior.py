@@ -66,7 +66,7 @@ from numpyro.infer import SVI
 from numpyro.infer.autoguide import AutoDelta
 
 from numpyro_mpe.core.model import PlateModel, trace_model
-from numpyro_mpe.infer.guide import AutoGaussian
+from numpyro_mpe.infer.guide import AutoGaussian, array_arguments
 from numpyro_mpe.optim.base import check_number
 
 __all__ = [
@@ -331,6 +331,7 @@ def posterior_from_svi(
             "svi.init): there is no MAP or squared-gradient average yet; pass the state "
             "after training (svi.run(...).state)"
         )
+    args, kwargs = array_arguments(args, kwargs, "posterior_from_svi")
     plate_model = trace_model(svi.model, *args, plate=plate, with_predictor=False, **kwargs)
     prefix = svi.guide.prefix
     mean = _flat_latents(plate_model, raw_params, prefix)

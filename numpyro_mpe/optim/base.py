@@ -56,6 +56,7 @@ __all__ = [
     "check_mean",
     "check_number",
     "check_precision_init",
+    "check_representable",
     "check_rng_key",
     "check_schedule",
     "check_state",
@@ -264,12 +265,31 @@ def check_rng_key(rng_key: object, where: str) -> None:
     )
 
 
-def check_loss_fn(loss_fn: object, where: str) -> None:
-    """Raise ``TypeError`` unless ``loss_fn`` is callable, naming ``where``."""
+def check_loss_fn(loss_fn: object, where: str, mean: jax.Array | None = None) -> None:
+    """Raise ``TypeError`` unless ``loss_fn`` is callable, naming ``where``; with ``mean``
+    (``(P,)``), also unless ``loss_fn(mean)`` is a floating-point scalar (its shape is
+    found by :func:`jax.eval_shape`: no evaluation, so it holds under ``jit``)."""
     if not callable(loss_fn):
         raise TypeError(
             f"{where}: loss_fn must be a callable theta -> scalar loss, got "
             f"{type(loss_fn).__name__}"
+        )
+    if mean is None:
+        return
+    out = jax.eval_shape(loss_fn, mean)
+    if not (
+        isinstance(out, jax.ShapeDtypeStruct)
+        and out.shape == ()
+        and jnp.issubdtype(out.dtype, jnp.floating)
+    ):
+        got = (
+            f"shape {out.shape} and dtype {out.dtype}"
+            if isinstance(out, jax.ShapeDtypeStruct)
+            else f"a {type(out).__name__}"
+        )
+        raise TypeError(
+            f"{where}: loss_fn must return a floating-point scalar (the total loss), got "
+            f"{got}; sum per-example losses into one"
         )
 
 
@@ -367,6 +387,22 @@ def check_precision_init(precision_init: ArrayLike | None, covariance: Covarianc
         )
 
 
+def check_representable(name: str, value: ArrayLike, dtype: object, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` and ``name`` when the finite setting ``value``
+    overflows to inf in ``dtype`` (the mean's: 1e300 in float32); a traced ``value``
+    passes."""
+    if is_traced(value):
+        return
+    with np.errstate(over="ignore"):
+        cast = np.asarray(value).astype(dtype)
+    if not np.all(np.isfinite(cast)):
+        raise ValueError(
+            f"{where}: {name} = {np.max(np.abs(np.asarray(value))):g} overflows {np.dtype(dtype)} "
+            f"(the mean's dtype, largest {float(np.finfo(dtype).max):.3g}); use a smaller "
+            "value, or enable float64 with jax.config.update('jax_enable_x64', True)"
+        )
+
+
 def initial_precision(
     precision_init: ArrayLike, mean: jax.Array, covariance: Covariance, where: str
 ) -> jax.Array:
@@ -374,6 +410,7 @@ def initial_precision(
     (dense) or ``(P,)`` (diag) precision of ``mean`` ``(P,)``; ``ValueError`` naming
     ``where`` when its shape does not fit ``P``."""
     size = mean.shape[0]
+    check_representable("precision_init", precision_init, mean.dtype, where)
     precision = jnp.asarray(precision_init, mean.dtype)
     fits = precision.shape in ((), (size,)) or (
         covariance == "dense" and precision.shape == (size, size)

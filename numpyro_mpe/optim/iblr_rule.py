@@ -20,6 +20,7 @@ from numpyro_mpe.optim.base import (
     check_lr,
     check_mean,
     check_number,
+    check_representable,
     check_rng_key,
     check_state,
     dense_or_diag,
@@ -336,13 +337,19 @@ def iblr(
     ) -> IBLRState:
         del rng_key, gauss_newton_fn
         mean = check_mean(mean, "iblr.init")
-        check_loss_fn(loss_fn, "iblr.init")
+        check_loss_fn(loss_fn, "iblr.init", mean)
         if ess is None and num_examples is None:
             raise ValueError("iblr needs ess or num_examples (N) to set the precision")
         if num_examples is not None:
             check_count("num_examples", num_examples, 1)
         size = ess if ess is not None else num_examples
         scale = 1.0 if num_examples is None or ess is None else ess / num_examples
+        check_representable(
+            "the initial precision (ess or N) * hess_init",
+            size * hess_init,
+            mean.dtype,
+            "iblr.init",
+        )
         precision = jnp.full(mean.shape, size * hess_init, mean.dtype)
         return IBLRState(
             mean=mean,

@@ -111,7 +111,7 @@ def newton(
     ) -> NewtonState:
         del rng_key, num_examples, gauss_newton_fn
         mean = check_mean(mean, "newton.init")
-        check_loss_fn(loss_fn, "newton.init")
+        check_loss_fn(loss_fn, "newton.init", mean)
         loss, gradient, hessian = value_grad_hessian(loss_fn, mean)
         return NewtonState(mean, loss, gradient, hessian, jnp.zeros((), mean.dtype))
 

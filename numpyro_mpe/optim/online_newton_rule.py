@@ -138,7 +138,7 @@ def online_newton(
     ) -> OnlineNewtonState:
         del rng_key, num_examples, gauss_newton_fn
         mean = check_mean(mean, "online_newton.init")
-        check_loss_fn(loss_fn, "online_newton.init")
+        check_loss_fn(loss_fn, "online_newton.init", mean)
         if precision_init is None:
             precision = curvature(loss_fn, mean)[1]
         else:

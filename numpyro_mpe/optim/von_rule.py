@@ -277,7 +277,7 @@ def von(
     ) -> VONState:
         del num_examples
         mean = check_mean(mean, "von.init")
-        check_loss_fn(loss_fn, "von.init")
+        check_loss_fn(loss_fn, "von.init", mean)
         if precision_init is None:
             precision = hessian_at(curvature_fn(loss_fn, gauss_newton_fn), mean)
         else:

@@ -116,8 +116,9 @@ def perturb(
     Raises
     ------
     TypeError
-        Before any work, for a float ``remove`` (without ``groups``), both or neither of
-        ``remove`` and ``weights``, ``weights`` with ``groups``, or boolean ``weights``.
+        Before any work, for a float ``remove`` (without ``groups``), a boolean ``remove``
+        with ``groups`` whose labels are not booleans, both or neither of ``remove`` and
+        ``weights``, ``weights`` with ``groups``, or boolean ``weights``.
     ValueError
         For a mask, weights or groups of the wrong shape, indices out of range, weights
         outside ``[0, 1]``, NaN group labels or labels not among ``groups``.

@@ -11,7 +11,18 @@ from jax.typing import ArrayLike
 
 from numpyro_mpe.optim.base import check_count
 
-__all__ = ["check_group_labels", "check_removal_arguments", "group_mask", "removal_weights"]
+__all__ = [
+    "MAX_COUNT",
+    "check_at_most",
+    "check_group_labels",
+    "check_removal_arguments",
+    "group_mask",
+    "removal_weights",
+]
+
+#: The largest count of examples, draws, steps or chains: jax indexes with int32 (without
+#: x64), so a larger count (``10**30`` by a slip) would fail deep inside jax or numpyro.
+MAX_COUNT = 2**31 - 1
 
 
 def removal_weights(
@@ -50,8 +61,8 @@ def removal_weights(
         an integer (a float, a string, None, a bool).
     ValueError
         For a mask or weights of the wrong shape, indices that are not 1-d or out of
-        ``[0, N)``, weights outside ``[0, 1]`` (NaN included), or a negative
-        ``num_examples``.
+        ``[0, N)``, weights outside ``[0, 1]`` (NaN included), or a ``num_examples``
+        that is negative or above :data:`MAX_COUNT`.
 
     Examples
     --------
@@ -65,6 +76,7 @@ def removal_weights(
     [0.0, 0.5, 0.0, 1.0]
     """
     check_count("num_examples", num_examples, 0)
+    check_at_most("num_examples", num_examples)
     check_removal_arguments(remove, weights)
     if weights is not None:
         return _from_weights(np.asarray(weights), num_examples)
@@ -86,15 +98,23 @@ def removal_weights(
     return jnp.zeros(num_examples).at[array].set(1.0)
 
 
+def check_at_most(name: str, value: int, high: int = MAX_COUNT) -> None:
+    """Raise ``ValueError`` naming ``name`` when the integer ``value`` exceeds ``high``
+    (:data:`MAX_COUNT` by default), before jax meets it."""
+    if value > high:
+        shown = value if value < 10**20 else f"{value:.3g}"
+        raise ValueError(f"{name} must be an integer <= {high}, got {shown}")
+
+
 def check_removal_arguments(
     remove: ArrayLike | None, weights: ArrayLike | None, *, groups: ArrayLike | None = None
 ) -> None:
     """The type checks of ``remove`` / ``weights`` / ``groups``, before any work.
 
     Exactly one of ``remove`` and ``weights``; ``remove`` holds integers or booleans
-    (any labels with ``groups``), ``weights`` real numbers, not booleans; ``groups``
-    only with ``remove``. Shapes and ranges need ``N`` and are checked by
-    :func:`removal_weights` and :func:`group_mask`.
+    (with ``groups``: labels of their type, booleans only for boolean labels),
+    ``weights`` real numbers, not booleans; ``groups`` only with ``remove``. Shapes and
+    ranges need ``N`` and are checked by :func:`removal_weights` and :func:`group_mask`.
 
     Raises
     ------
@@ -126,7 +146,14 @@ def check_removal_arguments(
             "weights= (new per-example weights (N,) in [0, 1], 1 keeps)"
         )
     if groups is not None:
-        check_group_labels(groups, None)  # label types and NaN now; the shape once N is known
+        labels = check_group_labels(groups, None)  # types and NaN now; the shape once N is known
+        if np.asarray(remove).dtype == bool and labels.dtype != bool:
+            # np.isin would read True / False as the labels 1 / 0: the wrong groups, silently.
+            raise TypeError(
+                f"with groups, remove holds group labels (e.g. [3] or 'county_3'), not a "
+                f"boolean mask; got booleans of shape {np.shape(remove)}. Pass the labels "
+                "of the groups to remove"
+            )
         return  # remove holds group labels, of any type the labels have
     array = np.asarray(remove)
     if array.size == 0 or array.dtype == bool or np.issubdtype(array.dtype, np.integer):

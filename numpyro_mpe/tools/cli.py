@@ -28,6 +28,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from numpyro_mpe.core.model import ModelError
 from numpyro_mpe.core.options import COVARIANCES
 from numpyro_mpe.infer.blr import BLR
 from numpyro_mpe.infer.guide import AutoGaussian
@@ -255,6 +256,30 @@ def model_arguments(function: Callable, columns: dict[str, np.ndarray]) -> dict[
     return arguments
 
 
+def _unmatched_columns(
+    function: Callable, columns: dict[str, np.ndarray], arguments: dict[str, np.ndarray]
+) -> str:
+    """A hint when CSV columns went unused while optional parameters got no column (a
+    header ``Y`` for the parameter ``y``, which the model then ran without); empty
+    otherwise. Unused columns alone are fine: the report lists them per example."""
+    used = set(arguments) | {name for name in columns if name.rpartition(".")[0] in arguments}
+    unused = [name for name in columns if name not in used]
+    optional = [
+        parameter.name
+        for parameter in inspect.signature(function).parameters.values()
+        if parameter.default is not parameter.empty
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+        and parameter.name not in arguments
+    ]
+    if not (unused and optional):
+        return ""
+    return (
+        f"no CSV column for optional parameter(s) {', '.join(optional)}, which got their "
+        f"defaults; CSV columns not used by the model: {', '.join(unused)} (names are "
+        "case-sensitive)"
+    )
+
+
 def _report(namespace: argparse.Namespace) -> int:
     if namespace.covariance not in COVARIANCES:
         raise CommandError(
@@ -281,7 +306,15 @@ def _report(namespace: argparse.Namespace) -> int:
 
     guide = AutoGaussian(model, covariance=namespace.covariance)
     blr = BLR(model, guide, newton())
-    result = blr.run(jax.random.PRNGKey(0), namespace.num_steps, progress_bar=False, **arguments)
+    try:
+        result = blr.run(
+            jax.random.PRNGKey(0), namespace.num_steps, progress_bar=False, **arguments
+        )
+    except ModelError as error:
+        hint = _unmatched_columns(model, columns, arguments)
+        if not hint:
+            raise
+        raise CommandError(f"{type(error).__name__}: {error} ({hint})") from error
     path = report(
         model, guide, result.params, path=out, data=columns, overwrite=namespace.force, **arguments
     )

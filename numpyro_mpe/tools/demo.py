@@ -20,9 +20,15 @@ import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS
 
 import numpyro_mpe as mpe
+from numpyro_mpe.crossval.compare import check_figure_path
 from numpyro_mpe.datasets import load_wells
+from numpyro_mpe.optim.base import check_count
 
-__all__ = ["logistic_model", "main", "run_demo"]
+__all__ = ["MIN_DRAWS", "logistic_model", "main", "run_demo"]
+
+#: Fewest NUTS draws in all (``num_samples * num_chains``) for ``az.loo``: PSIS fits its
+#: Pareto tail to ``min(S / 5, 3 sqrt(S / r_eff))`` draws and needs at least 5 of them.
+MIN_DRAWS = 25
 
 
 def logistic_model(X, y=None):
@@ -32,10 +38,30 @@ def logistic_model(X, y=None):
         numpyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
 
 
+def _check_options(*, num_warmup: Any, num_samples: Any, num_chains: Any) -> None:
+    check_count("num_warmup", num_warmup, 0)
+    check_count("num_samples", num_samples, 1)
+    check_count("num_chains", num_chains, 1)
+    if num_samples * num_chains < MIN_DRAWS:
+        raise ValueError(
+            f"num_samples * num_chains must be at least {MIN_DRAWS} draws for PSIS-LOO, got "
+            f"{num_samples} * {num_chains} = {num_samples * num_chains}"
+        )
+
+
 def run_demo(
     *, num_warmup: int = 500, num_samples: int = 1000, num_chains: int = 2, seed: int = 0
 ) -> dict[str, Any]:
-    """Fit both models both ways; return the LOO results, the table and timings."""
+    """Fit both models both ways; return the LOO results, the table and timings.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Before any fit: a count that is not an integer, ``num_warmup`` below 0,
+        ``num_samples`` or ``num_chains`` below 1, or fewer than :data:`MIN_DRAWS`
+        draws in all (``num_samples * num_chains``) for PSIS-LOO.
+    """
+    _check_options(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains)
     wells = load_wells()
     designs = {
         "dist": wells.design("dist100"),
@@ -104,6 +130,15 @@ def main(argv: list[str] | None = None) -> None:
         "--plot", metavar="PATH", help="save the pointwise comparison plot (PNG) here"
     )
     options = parser.parse_args(argv)
+    try:  # before the fits: a bad count or --plot path fails now, not minutes later
+        _check_options(
+            num_warmup=options.num_warmup,
+            num_samples=options.num_samples,
+            num_chains=options.num_chains,
+        )
+        check_figure_path(options.plot)
+    except (TypeError, ValueError, OSError) as error:
+        parser.error(str(error).replace("num_", "--num-").replace("path ", "--plot ", 1))
     jax.config.update("jax_enable_x64", True)
     out = run_demo(
         num_warmup=options.num_warmup,

@@ -23,14 +23,14 @@ import jax
 import numpy as np
 import numpyro
 
-from numpyro_mpe.core.model import ModelError, prototype_trace
+from numpyro_mpe.core.model import ModelError, check_argument_range, prototype_trace
 from numpyro_mpe.core.options import LOO_METHODS, Covariance, LooMethod, check_choice
+from numpyro_mpe.crossval.importance import check_seed
 from numpyro_mpe.crossval.mpe_loo import loo
 from numpyro_mpe.crossval.results import ELPDDataMPE, ReliabilityWarning
 from numpyro_mpe.infer.blr import BLR
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.optim import NaturalGradientOptimizer, newton
-from numpyro_mpe.optim.base import check_count
 
 __all__ = ["PriorSelection", "plot_prior_selection", "select_prior"]
 
@@ -88,6 +88,8 @@ def _check_arguments(
     if not np.all(np.isfinite(grid)):
         index = int(np.argmax(~np.isfinite(grid)))
         raise ValueError(f"values holds {grid[index]} at index {index}")
+    # 1e300 or 1e-300 become inf or 0 in float32: refused here, not after the first fits.
+    check_argument_range((), {name: grid})
     if name in kwargs:
         raise ValueError(f"'{name}' is swept by select_prior; do not pass it as well")
     parameters = inspect.signature(model).parameters
@@ -168,7 +170,8 @@ def select_prior(
         0; an unknown ``covariance``.
     ModelError
         The model fails to trace at one of ``values`` (naming it, e.g. a negative
-        scale), or as :func:`~numpyro_mpe.trace_model`.
+        scale); a value that jax's float dtype cannot hold (``1e300`` or ``1e-300``
+        without x64: inf or 0 in float32); or as :func:`~numpyro_mpe.trace_model`.
 
     Warns
     -----
@@ -177,7 +180,7 @@ def select_prior(
         one warning per value).
     """
     check_choice("method", method, LOO_METHODS)
-    check_count("seed", seed, 0)
+    check_seed(seed)
     grid = _check_arguments(model, name, values, args, kwargs)
     guide = AutoGaussian(model, covariance=covariance)
     blr = BLR(model, guide, newton() if optimizer is None else optimizer, plate=plate)
@@ -253,7 +256,8 @@ def plot_prior_selection(
         ``selection`` not a :class:`PriorSelection`, ``references`` not a mapping or a
         curve not numbers, ``ax`` not a matplotlib Axes.
     ValueError
-        A reference curve of another shape than ``selection.values``; ``log_scale`` with
+        A reference curve of another shape than ``selection.values`` or holding NaN or
+        inf; ``log_scale`` with
         a value of 0 or below (matplotlib would drop it from the plot silently).
     """
     import matplotlib.pyplot as plt
@@ -289,6 +293,12 @@ def plot_prior_selection(
         if curves[label].shape != values.shape:
             raise ValueError(
                 f"reference {label!r} has shape {curves[label].shape}; expected {values.shape}"
+            )
+        if not np.all(np.isfinite(curves[label])):
+            index = int(np.argmax(~np.isfinite(curves[label])))
+            raise ValueError(
+                f"reference {label!r} holds {curves[label][index]} at index {index} "
+                f"({selection.name} = {values[index]:g}); matplotlib would leave a gap silently"
             )
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))

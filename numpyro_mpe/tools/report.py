@@ -622,7 +622,8 @@ def report(
     Raises
     ------
     TypeError
-        ``guide`` not an :class:`AutoGaussian`; ``path`` not a ``str`` or path-like;
+        ``guide`` not an :class:`AutoGaussian`; ``params`` not a mapping (the model's
+        arguments given before it); ``path`` not a ``str`` or path-like;
         ``overwrite`` not a bool; ``data`` of another type; ``models`` not a mapping of
         ``(model, guide, params)`` tuples of a callable, a supported guide and params,
         naming the model at fault.
@@ -656,6 +657,12 @@ def report(
         raise TypeError(
             "report needs the model's fitted numpyro_mpe.AutoGaussian (its Gaussian is drawn "
             f"from and perturbed), got guide {type(guide).__name__}"
+        )
+    if not isinstance(params, Mapping):
+        # report(model, guide, X, params, y): the data would reach the model first.
+        raise TypeError(
+            f"params must be the guide's params (a dict), got {type(params).__name__}; the "
+            "call is report(model, guide, params, *model_arguments)"
         )
     path = check_output_path(path, suffixes=HTML_SUFFIXES, overwrite=overwrite, what="path")
     models = _models_to_compare(models)

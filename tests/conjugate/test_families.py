@@ -489,3 +489,16 @@ def test_loo_and_perturb_dispatch_to_the_conjugate_posterior(x64):
     removed = mpe.perturb(model, guide, params, [0, 3], at_bats, hits)
     concentration1 = 1.0 + hits.sum() - hits[[0, 3]].sum()
     np.testing.assert_allclose(removed["auto_concentration1"], concentration1, rtol=1e-12)
+
+
+def test_pandas_data_give_the_exact_posterior():
+    """Series of at-bats and hits give Beta(1 + hits, 1 + misses), as numpy arrays do
+    (integer counts: exact in float32, ``rtol 1e-6``)."""
+    pd = pytest.importorskip("pandas")
+    at_bats = pd.Series(np.full(10, 45), name="at_bats")
+    hits = pd.Series(np.arange(10, 20), name="hits")
+    params = mpe.AutoConjugate(beta_binomial).posterior_params(at_bats, hits)
+    np.testing.assert_allclose(params["auto_concentration1"], 1.0 + hits.sum(), rtol=1e-6)
+    np.testing.assert_allclose(
+        params["auto_concentration0"], 1.0 + (at_bats - hits).sum(), rtol=1e-6
+    )

@@ -565,3 +565,78 @@ def test_log_joint_takes_lists_and_checks_shapes(x64):
     assert jnp.shape(expected) == ()
     with pytest.raises(ValueError, match=r"weights must have shape \(N,\) = \(10,\)"):
         pm.log_joint(theta, 1.0)
+
+
+# --------------------------------------------------------------------------- careless inputs
+
+
+def normal_regression(X, y=None):
+    beta = numpyro.sample("beta", dist.Normal(0, 1).expand([X.shape[1]]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Normal(X @ beta, sigma), obs=y)
+
+
+def test_pandas_and_xarray_arguments_give_the_numpy_terms():
+    # Was: DataFrame @ tracer failed with TracerArrayConversionError, a Series or DataArray
+    # obs failed inside jnp.where. float32 (x64 off, the default): the same float32
+    # numbers either way, so the terms agree to float32 rounding (rtol 1e-6).
+    pd = pytest.importorskip("pandas")
+    xr = pytest.importorskip("xarray")
+    rng = np.random.default_rng(0)
+    X = np.stack([np.ones(6), rng.normal(size=6)], axis=1)
+    y = rng.normal(size=6)
+    theta = jnp.array([0.2, -0.3, 0.1])
+    expected = mpe.trace_model(normal_regression, X, y)
+    for arguments in [
+        (pd.DataFrame(X, columns=["one", "x"]), pd.Series(y, index=np.arange(10, 16))),
+        (xr.DataArray(X, dims=("obs", "feature")), xr.DataArray(y, dims="obs")),
+    ]:
+        pm = mpe.trace_model(normal_regression, *arguments)
+        assert pm.predictor is not None and pm.predictor.names == expected.predictor.names
+        np.testing.assert_allclose(pm.log_lik(theta), expected.log_lik(theta), rtol=1e-6)
+        np.testing.assert_allclose(pm.log_prior(theta), expected.log_prior(theta), rtol=1e-6)
+
+
+def penalised_mean(y):
+    m = numpyro.sample("m", dist.Normal(0, 1))
+    numpyro.factor("penalty", -(m**2))
+    with numpyro.plate("data", y.shape[0]):
+        numpyro.sample("y", dist.Normal(m, 1), obs=y)
+
+
+def test_factor_outside_the_plates_joins_the_prior(x64):
+    # Was: "observed sites are in different plates" for a numpyro.factor penalty.
+    y = np.array([0.5, -1.0, 2.0])
+    pm = mpe.trace_model(penalised_mean, y)
+    assert pm.plate == "data" and pm.observed_sites == ("y",)
+    m = 0.3
+    normal = -0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(pm.log_prior(jnp.array([m])), normal - m**2 / 2 - m**2, rtol=1e-12)
+    np.testing.assert_allclose(pm.log_lik(jnp.array([m])), normal - (y - m) ** 2 / 2, rtol=1e-12)
+    # the same as naming the plate
+    named = mpe.trace_model(penalised_mean, y, plate="data")
+    np.testing.assert_allclose(named.log_prior(jnp.array([m])), pm.log_prior(jnp.array([m])))
+
+
+def test_an_observed_value_broadcast_along_the_plate_is_refused():
+    with pytest.raises(mpe.ModelError, match=r"got a value of shape \(\) \(positional arg"):
+        mpe.trace_model(normal_regression, np.ones((5, 2)), 1.0)
+    # one example: a scalar is its one value
+    assert mpe.trace_model(normal_regression, np.ones((1, 2)), np.array([1.0])).num_examples == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern"),
+    [
+        (1e300, r"argument 'y' holds 1e\+300 at index \(2,\), beyond the range of float32"),
+        (1e-300, r"argument 'y' holds 1e-300 at index \(2,\), below the smallest float32"),
+    ],
+)
+def test_values_float32_cannot_hold_are_refused(value, pattern):
+    # Was: 1e300 became inf in float32 and log_lik returned -inf silently.
+    y = np.array([0.5, -1.0, value, 2.0])
+    with pytest.raises(mpe.ModelError, match=pattern):
+        mpe.trace_model(normal_regression, np.ones((4, 2)), y=y)
+    with jax.enable_x64(True):  # float64 holds them
+        assert mpe.trace_model(normal_regression, np.ones((4, 2)), y=y).num_examples == 4

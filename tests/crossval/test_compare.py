@@ -284,3 +284,27 @@ def test_plot_checks_ax_and_path_before_drawing(pyplot, tmp_path):
     buffer = io.BytesIO()  # a file-like object is still accepted
     pyplot.close(plot_loo_comparison(shown, path=buffer))
     assert buffer.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_grouped_results_match_by_group_label():
+    """Leave-one-group-out results compare with each other by their group labels (and
+    print as groups); against a leave-one-out result they are refused (in the fuzz table)."""
+    labels = np.array(["a", "b", "c"])
+    codes = np.array([0, 0, 1, 2, 2, 2])
+    elpd_i = np.array([-1.0, -2.0, -3.0])
+
+    def grouped(offset):
+        return make_refit_elpd_data(
+            elpd_i + offset,
+            elpd_i + 0.1,
+            dim="group",
+            method="laplace",
+            coords=labels,
+            groups=("data", codes, np.full(6, -0.5)),
+        )
+
+    assert "without each of 3 groups (left out whole)" in str(grouped(0.0))
+    table = compare_loo({"refits": grouped(0.0), "other": grouped(0.25)})
+    # Exact: the same labels, a constant offset of 0.25 (binary fraction).
+    assert table.loc["other", "n_compared"] == 3
+    assert table.loc["other", "max_abs_diff"] == pytest.approx(0.25, abs=1e-12)

@@ -192,9 +192,14 @@ def test_bad_rng_key_raises_before_sampling(rng_key, monkeypatch):
 @pytest.mark.slow
 def test_benchmark_quick_runs():
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_mpe_vs_nuts.py"
+    # Smaller than --quick (N = 1e3, 200 + 200 draws, 50 refits): the script runs end to end.
+    settings = "--sizes 300 --num-warmup 100 --num-samples 100 --num-refits 20 --repeats 1"
     proc = subprocess.run(
-        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=600
+        [sys.executable, str(script), *settings.split()],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 1,000 |")]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 300 |")]
     assert len(rows) == 2 and "exit code" not in proc.stdout

@@ -450,3 +450,22 @@ def test_run_stops_at_the_step_where_the_loss_turns_nan(wells, x64):
     message = r"loss is (nan|inf) after step 3 of 50 \(last finite: .* at step 2\)"
     with pytest.raises(FloatingPointError, match=message):
         blr.run(jax.random.PRNGKey(0), 50, X, y, progress_bar=False, checkpoints=[3])
+
+
+def test_run_takes_pandas_and_xarray_data(x64):
+    """A DataFrame and Series, or xarray DataArrays, are fitted as their numpy values:
+    the same params to ``rtol 1e-12`` (the same float64 arrays reach the same steps)."""
+    pd = pytest.importorskip("pandas")
+    xr = pytest.importorskip("xarray")
+    rng = np.random.default_rng(0)
+    X = np.stack([np.ones(30), rng.normal(size=30)], axis=1)
+    y = (rng.random(30) < 0.5).astype(float)
+    blr = mpe.BLR(logistic_model, mpe.AutoGaussian(logistic_model), mpe.optim.newton())
+    expected = blr.run(jax.random.PRNGKey(0), 20, X, y, progress_bar=False).params
+    for data in [
+        (pd.DataFrame(X, columns=["one", "x"]), pd.Series(y, name="y")),
+        (xr.DataArray(X, dims=("row", "column")), xr.DataArray(y, dims="row")),
+    ]:
+        params = blr.run(jax.random.PRNGKey(0), 20, *data, progress_bar=False).params
+        for name, value in expected.items():
+            np.testing.assert_allclose(params[name], value, rtol=1e-12)

@@ -257,3 +257,26 @@ def test_precision_from_a_given_state(x64, name, decay, used_decay):
     np.testing.assert_allclose(params["auto_precision"], expected, rtol=1e-12)
     np.testing.assert_allclose(params["auto_loc"], loc, rtol=1e-12)
     assert guide.covariance == "diag"
+
+
+def test_pandas_data_give_the_numpy_posterior(x64):
+    """A DataFrame and Series as the model's data give the posterior of their numpy
+    values (``rtol 1e-12``: the same float64 arrays), instead of failing inside pandas."""
+    pd = pytest.importorskip("pandas")
+    X = np.stack([np.ones(20), np.linspace(-1.0, 1.0, 20)], axis=1)
+    y = (np.arange(20) % 3 == 0).astype(float)
+    loc = jnp.array([0.2, -0.1])
+    raw = {"beta_auto_loc": loc}
+    state = SVIState(
+        (jnp.asarray(5), (raw, optax.sgd(1e-2).init(raw))), None, jax.random.PRNGKey(0)
+    )
+    svi = SVI(
+        minibatch_logistic,
+        AutoDelta(minibatch_logistic),
+        numpyro.optim.optax_to_numpyro(optax.sgd(1e-2)),
+        Trace_ELBO(),
+    )
+    _, expected = posterior_from_svi(svi, state, X, y)
+    _, params = posterior_from_svi(svi, state, pd.DataFrame(X), pd.Series(y))
+    for name, value in expected.items():
+        np.testing.assert_allclose(params[name], value, rtol=1e-12)

@@ -3,31 +3,12 @@ per-example weights (``weights=``), which a float array can no longer be mistake
 
 from __future__ import annotations
 
-import jax
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import pytest
-from conftest import laplace_fit
+from conftest import logistic_model
 
 import numpyro_mpe as mpe
 from numpyro_mpe.perturbation.removal import check_group_labels, group_mask, removal_weights
-
-
-def small_logistic(X, y=None):
-    beta = numpyro.sample("beta", dist.Normal(0, 1).expand([X.shape[1]]).to_event(1))
-    with numpyro.plate("data", X.shape[0]):
-        numpyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
-
-
-@pytest.fixture(scope="module")
-def small_fit():
-    rng = np.random.default_rng(0)
-    X = np.c_[np.ones(40), rng.normal(size=40)]
-    y = (rng.random(40) < 0.4).astype(float)
-    with jax.enable_x64(True):
-        guide, result = laplace_fit(small_logistic, X, y, num_steps=20)
-    return X, y, guide, result
 
 
 def object_labels(values: list) -> np.ndarray:
@@ -88,18 +69,18 @@ def test_removal_argument_errors(remove, kwargs, error, match):
         removal_weights(remove, 5, **kwargs)
 
 
-def test_perturb_weights_equal_the_mask_it_replaces(small_fit, x64):
-    X, y, guide, result = small_fit
+def test_perturb_weights_equal_the_mask_it_replaces(small_logistic_fit, x64):
+    X, y, guide, result = small_logistic_fit
     drop = np.zeros(40, bool)
     drop[[2, 9, 30]] = True
-    by_mask = mpe.perturb(small_logistic, guide, result.params, drop, X, y)
-    by_index = mpe.perturb(small_logistic, guide, result.params, [2, 9, 30], X, y)
-    by_weights = mpe.perturb(small_logistic, guide, result.params, None, X, y, weights=~drop * 1.0)
+    by_mask = mpe.perturb(logistic_model, guide, result.params, drop, X, y)
+    by_index = mpe.perturb(logistic_model, guide, result.params, [2, 9, 30], X, y)
+    by_weights = mpe.perturb(logistic_model, guide, result.params, None, X, y, weights=~drop * 1.0)
     for params in (by_index, by_weights):
         np.testing.assert_allclose(params["auto_loc"], by_mask["auto_loc"], rtol=1e-12)
         np.testing.assert_allclose(params["auto_precision"], by_mask["auto_precision"], rtol=1e-12)
     assert not np.allclose(by_mask["auto_loc"], result.params["auto_loc"])
-    unchanged = mpe.perturb(small_logistic, guide, result.params, [], X, y)
+    unchanged = mpe.perturb(logistic_model, guide, result.params, [], X, y)
     np.testing.assert_array_equal(unchanged["auto_loc"], result.params["auto_loc"])
 
 
@@ -116,11 +97,11 @@ def test_perturb_refuses_confusable_arguments_before_any_work():
         mpe.perturb(None, None, {}, None)
 
 
-def test_group_labels_may_be_floats_and_must_be_one_kind(small_fit, x64):
-    X, y, guide, result = small_fit
+def test_group_labels_may_be_floats_and_must_be_one_kind(small_logistic_fit, x64):
+    X, y, guide, result = small_logistic_fit
     labels = np.repeat([0.5, 1.5, 2.5, 3.5], 10)
-    by_group = mpe.perturb(small_logistic, guide, result.params, [1.5], X, y, groups=labels)
-    by_mask = mpe.perturb(small_logistic, guide, result.params, labels == 1.5, X, y)
+    by_group = mpe.perturb(logistic_model, guide, result.params, [1.5], X, y, groups=labels)
+    by_mask = mpe.perturb(logistic_model, guide, result.params, labels == 1.5, X, y)
     np.testing.assert_allclose(by_group["auto_loc"], by_mask["auto_loc"], rtol=1e-12)
     np.testing.assert_array_equal(group_mask([], labels, 40), np.zeros(40, bool))
 

@@ -108,6 +108,8 @@ def _bad_inputs(model_path: Path, csv_path: Path, tmp_path: Path) -> dict[str, t
     semicolons.write_text("X.0;X.1;y\n1;0.5;1\n1;0.3;0\n")
     tabs = tmp_path / "tabs.csv"
     tabs.write_text("X.0\tX.1\ty\n1\t0.5\t1\n")
+    capital = tmp_path / "capital.csv"
+    capital.write_text("X.0,X.1,Y\n1,0.5,1\n1,0.3,0\n")
     latin = tmp_path / "latin.csv"
     latin.write_bytes("X.0,X.1,y\n1,0.5,1\n# café\n".encode("latin-1"))
     unnamed = tmp_path / "unnamed.csv"
@@ -169,6 +171,12 @@ def _bad_inputs(model_path: Path, csv_path: Path, tmp_path: Path) -> dict[str, t
             ["report", f"{model_path}:logistic", "--data", str(semicolons)],
             "the header 'X.0;X.1;y' is separated by semicolons; the CSV must be comma-separated",
         ),
+        "outcome column misnamed": (
+            ["report", f"{model_path}:logistic", "--data", str(capital)],
+            r"ModelError: .*site 'y' .*\(no CSV column for optional parameter\(s\) y, which "
+            r"got their defaults; CSV columns not used by the model: Y \(names are "
+            r"case-sensitive\)\)",
+        ),
         "tab-separated": (
             ["report", f"{model_path}:logistic", "--data", str(tabs)],
             "is separated by tabs; the CSV must be comma-separated",
@@ -202,6 +210,7 @@ BAD_INPUTS = [
     "model file is a folder",
     "semicolon-separated",
     "tab-separated",
+    "outcome column misnamed",
     "not UTF-8",
     "header column without a name",
 ]
