@@ -235,7 +235,7 @@ def test_model_error_is_one_line(files, tmp_path, capsys):
     assert main(["report", f"{model_path}:logistic", "--data", str(bad)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("numpyro-mpe: error: ModelError: argument 'X' contains nan")
+    assert err.startswith("numpyro-mpe: error: ModelError: BLR.run: argument 'X' contains nan")
 
 
 def test_csv_with_a_byte_order_mark_is_read(tmp_path):
