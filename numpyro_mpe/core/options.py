@@ -1,4 +1,5 @@
-"""Typed options: one ``Literal`` per choice a user makes, and one check for all of them.
+"""Typed options: one ``Literal`` per choice a user makes, one check for all of them, and
+one check for every on/off flag.
 
 Every string option of the public API is defined here once, so an error names the
 argument, the value and the choices in the same words everywhere.
@@ -7,6 +8,8 @@ argument, the value and the choices in the same words everywhere.
 from __future__ import annotations
 
 from typing import Literal, get_args
+
+import numpy as np
 
 __all__ = [
     "CHAIN_METHODS",
@@ -22,6 +25,7 @@ __all__ = [
     "RefitMethod",
     "VONHessian",
     "check_choice",
+    "check_flag",
 ]
 
 Covariance = Literal["dense", "diag"]
@@ -56,3 +60,11 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     ``value`` is one of ``choices``."""
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_flag(name: str, value: object) -> None:
+    """Raise ``TypeError`` unless ``value`` is a bool (``"no"`` or ``1`` is not one)."""
+    if not isinstance(value, bool | np.bool_):
+        text = repr(value)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise TypeError(f"{name} must be True or False, got {text}")

@@ -30,8 +30,8 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS
 
 from numpyro_mpe.core.model import join_arguments, split_arguments, trace_model
-from numpyro_mpe.core.options import CHAIN_METHODS, ChainMethod, check_choice
-from numpyro_mpe.crossval.psis import ELPDDataPSIS, check_flag, psis_loo, relative_eff
+from numpyro_mpe.core.options import CHAIN_METHODS, ChainMethod, check_choice, check_flag
+from numpyro_mpe.crossval.psis import ELPDDataPSIS, psis_loo, relative_eff
 from numpyro_mpe.optim.base import check_rng_key
 from numpyro_mpe.perturbation.removal import check_at_most
 

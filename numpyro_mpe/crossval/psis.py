@@ -46,6 +46,7 @@ import xarray as xr
 from arviz_stats.utils import ELPDDataLOO
 from jax.typing import ArrayLike
 
+from numpyro_mpe.core.options import check_flag
 from numpyro_mpe.crossval.psis_kernels import (
     MIN_TAIL_LEN,
     compute_dtype,
@@ -60,7 +61,6 @@ __all__ = [
     "ELPDDataPSIS",
     "ParetoKWarning",
     "approximate_posterior_loo",
-    "check_flag",
     "psis_loo",
     "relative_eff",
 ]
@@ -342,12 +342,6 @@ def _check_chunk_size(chunk_size: object) -> None:
     count (``0`` must not mean the default, nor ``-1`` an empty pass)."""
     if chunk_size is not None:
         check_count("chunk_size", chunk_size, 1)
-
-
-def check_flag(name: str, value: object) -> None:
-    """Raise ``TypeError`` unless ``value`` is a bool (``"no"`` or ``1`` is not one)."""
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be True or False, got {_abbreviate(value)}")
 
 
 def _check_likelihoods(layout: _Layout) -> None:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from numpyro_mpe.core.curvature import gauss_newton_matrix
 from numpyro_mpe.core.gaussian import check_positive_definite
 from numpyro_mpe.core.model import ModelError, join_arguments, split_arguments, trace_model
+from numpyro_mpe.core.options import check_flag
 from numpyro_mpe.core.rows import (
     MinibatchPlan,
     gather_rows,
@@ -552,8 +553,7 @@ class BLR:
         """
         check_rng_key(rng_key, "BLR.run")
         self._refuse_plate(kwargs, "run")
-        if not isinstance(progress_bar, bool | np.bool_):
-            raise TypeError(f"progress_bar must be True or False, got {progress_bar!r}")
+        check_flag("progress_bar", progress_bar)
         args, kwargs = array_arguments(args, kwargs, "BLR.run")
         if init_state is not None and not isinstance(init_state, BLRState):
             raise TypeError(

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
+from numpyro_mpe.core.options import check_flag
 
 __all__ = ["check_output_path", "write_atomically"]
 
@@ -66,8 +66,7 @@ def check_output_path(
             f"{what} must be a file name (a str or a pathlib.Path), got {type(path).__name__} "
             f"{path!r}"
         )
-    if not isinstance(overwrite, bool | np.bool_):
-        raise TypeError(f"overwrite must be True or False, got {overwrite!r}")
+    check_flag("overwrite", overwrite)
     path = Path(path)
     if path.is_symlink():  # write the file the link points to, not over the link
         path = Path(os.path.realpath(path))
