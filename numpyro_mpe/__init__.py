@@ -12,6 +12,8 @@ from numpyro_mpe.conjugate.guide import AutoConjugate
 from numpyro_mpe.core.gaussian import NotPositiveDefiniteError
 from numpyro_mpe.core.model import ModelError, PlateModel, Predictor, trace_model
 from numpyro_mpe.crossval.compare import compare_loo, plot_loo_comparison
+from numpyro_mpe.crossval.lfo import lfo
+from numpyro_mpe.crossval.lfo_refits import exact_lfo, psis_lfo
 from numpyro_mpe.crossval.mcmc import MCMCLooResult, mcmc_loo
 from numpyro_mpe.crossval.mpe_loo import loo, prepare_loo
 from numpyro_mpe.crossval.psis import (
@@ -22,7 +24,12 @@ from numpyro_mpe.crossval.psis import (
     relative_eff,
 )
 from numpyro_mpe.crossval.refits import exact_loo
-from numpyro_mpe.crossval.results import ELPDDataMPE, ELPDDataRefit, ReliabilityWarning
+from numpyro_mpe.crossval.results import (
+    ELPDDataMPE,
+    ELPDDataMPELFO,
+    ELPDDataRefit,
+    ReliabilityWarning,
+)
 from numpyro_mpe.infer.blr import BLR, BLRRunResult, BLRState, ConvergenceWarning
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.infer.optax_posterior import posterior_from_svi
@@ -40,6 +47,7 @@ __all__ = [
     "BLRState",
     "ConvergenceWarning",
     "ELPDDataMPE",
+    "ELPDDataMPELFO",
     "ELPDDataPSIS",
     "ELPDDataRefit",
     "MCMCLooResult",
@@ -53,7 +61,9 @@ __all__ = [
     "Sensitivity",
     "approximate_posterior_loo",
     "compare_loo",
+    "exact_lfo",
     "exact_loo",
+    "lfo",
     "loo",
     "mcmc_loo",
     "optim",
@@ -62,6 +72,7 @@ __all__ = [
     "plot_prior_selection",
     "posterior_from_svi",
     "prepare_loo",
+    "psis_lfo",
     "psis_loo",
     "relative_eff",
     "removal_weights",

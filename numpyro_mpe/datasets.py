@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Voice", "Wells", "load_voice", "load_wells"]
+__all__ = ["LakeHuron", "Voice", "Wells", "load_lake_huron", "load_voice", "load_wells"]
 
 
 class Wells(NamedTuple):
@@ -114,3 +114,28 @@ def load_voice() -> Voice:
     names = tuple(name for name in table.dtype.names if name != "y")
     X = np.stack([np.asarray(table[name], dtype=float) for name in names], axis=1)
     return Voice(np.asarray(table["y"], dtype=float), X, names)
+
+
+class LakeHuron(NamedTuple):
+    """Annual level of Lake Huron in feet, 1875-1972 (R ``datasets::LakeHuron``; the
+    series of Bürkner, Gabry & Vehtari's leave-future-out paper).
+
+    Attributes
+    ----------
+    year : numpy.ndarray, shape (98,)
+        1875 to 1972.
+    level : numpy.ndarray, shape (98,)
+        The lake's level, 575.96 to 581.86 feet (mean 579.0, sd 1.31).
+    """
+
+    year: np.ndarray
+    level: np.ndarray
+
+
+def load_lake_huron() -> LakeHuron:
+    """Load the embedded Lake Huron series (98 years)."""
+    with resources.files("numpyro_mpe").joinpath("data/lakehuron.csv").open() as handle:
+        table = np.genfromtxt(handle, delimiter=",", names=True)
+    return LakeHuron(
+        np.asarray(table["time"], dtype=float), np.asarray(table["value"], dtype=float)
+    )

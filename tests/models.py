@@ -6,6 +6,8 @@ Test modules never import each other: what two of them share lives here or in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import numpy as np
 import numpyro
@@ -68,3 +70,56 @@ def roaches():
     table = data_csv("rstanarm/rstanarm_roaches.csv")
     X = np.stack([np.sqrt(table["roach1"]), table["treatment"], table["senior"]], 1)
     return X, np.log(table["exposure2"]), table["y"]
+
+
+#: Known noise scale of ``gaussian_ar`` (the Lake Huron level's residual sd, about).
+AR_SIGMA = 0.7
+
+
+def gaussian_ar(y, order=2):
+    """AR(``order``) with known noise, linear in its latents ``w`` (intercept and lags of
+    ``y - 579``): every term is Gaussian-linear, so MPE-LFO is exact."""
+    from numpyro_mpe.time_series import lagged_values
+
+    X = jax.numpy.concatenate(
+        [jax.numpy.ones((y.shape[0], 1)), lagged_values(y - 579.0, order)], 1
+    )
+    w = numpyro.sample("w", dist.Normal(0, 2).expand([order + 1]).to_event(1))
+    with numpyro.plate("time", y.shape[0]):
+        numpyro.sample("y", dist.Normal(579.0 + X @ w, AR_SIGMA), obs=y)
+
+
+def gaussian_ar_closed_form_lfo(y, min_train, horizon, order=2):
+    """Exact ``log p(y_{t..t+M-1} | y_{<t})`` per origin ``t = L..T-M`` for
+    ``gaussian_ar``: the Bayesian linear regression's joint Gaussian predictive."""
+    lags = np.zeros((len(y), order))
+    for k in range(order):
+        lags[k + 1 :, k] = y[: len(y) - k - 1] - 579.0
+    X = np.concatenate([np.ones((len(y), 1)), lags], 1)
+    out = []
+    for t in range(min_train, len(y) - horizon + 1):
+        precision = X[:t].T @ X[:t] / AR_SIGMA**2 + np.eye(order + 1) / 4
+        mean = np.linalg.solve(precision, X[:t].T @ (y[:t] - 579.0) / AR_SIGMA**2)
+        block = X[t : t + horizon]
+        covariance = block @ np.linalg.solve(precision, block.T) + AR_SIGMA**2 * np.eye(horizon)
+        residual = y[t : t + horizon] - 579.0 - block @ mean
+        _, log_det = np.linalg.slogdet(covariance)
+        quad = residual @ np.linalg.solve(covariance, residual)
+        out.append(-0.5 * (horizon * np.log(2 * np.pi) + log_det + quad))
+    return np.array(out)
+
+
+#: Leave-future-out references computed by this project (``tests/references/README.md``).
+REFERENCES = Path(__file__).resolve().parent / "references"
+
+
+def nuts_lfo_reference(name: str, horizon: int) -> np.ndarray:
+    """Exact LFO by NUTS refits at every origin (L = 20) of ``"lake_huron"`` or
+    ``"poisson_ar"``: ``elpd_t`` per origin, ``(T - horizon - 19,)``."""
+    table = np.genfromtxt(REFERENCES / f"lfo_{name}_nuts.csv", delimiter=",", names=True)
+    return table["elpd"][table["horizon"] == horizon]
+
+
+def poisson_ar_series() -> np.ndarray:
+    """The simulated count series of ``tests/references`` (T = 100)."""
+    return np.genfromtxt(REFERENCES / "poisson_ar_series.csv", delimiter=",", names=True)["y"]

@@ -268,6 +268,28 @@ def exact_loo(*args, params=None, guide=None, **kwargs):
     return mpe.exact_loo(logistic_model, guide, params, *args, **kwargs)
 
 
+def lfo(*args, params=None, guide=None, **kwargs):
+    """``mpe.lfo`` of the tiny logistic model, its plate read as a time axis."""
+    args = args or (T().X, T().y)
+    guide = T().guide if guide is None else guide
+    params = T().params if params is None else params
+    return mpe.lfo(logistic_model, guide, params, *args, **{"min_train": 30} | kwargs)
+
+
+def exact_lfo(*args, params=None, guide=None, **kwargs):
+    """``mpe.exact_lfo`` of the tiny logistic model, its plate read as a time axis."""
+    args = args or (T().X, T().y)
+    guide = T().guide if guide is None else guide
+    params = T().params if params is None else params
+    return mpe.exact_lfo(logistic_model, guide, params, *args, **{"min_train": 30} | kwargs)
+
+
+def psis_lfo(*args, **kwargs):
+    """``mpe.psis_lfo`` of the tiny logistic model, its plate read as a time axis."""
+    args = args or (T().X, T().y)
+    return mpe.psis_lfo(logistic_model, *args, **{"min_train": 30} | kwargs)
+
+
 def sensitivity(*args, params=None, **kwargs):
     args = args or (T().X, T().y)
     params = T().params if params is None else params
@@ -2308,6 +2330,108 @@ CASES = [
         lambda: sensitivity(plate=1),
         TypeError,
         r"plate must be a plate's name \(a str\) or None, got 1",
+    ),
+    # ---- lfo
+    Case(
+        "lfo",
+        "min_train_all",
+        lambda: lfo(min_train=40),
+        ValueError,
+        r"min_train must be in 1..T-1 = 1..39 for the 40 time points of plate 'data'",
+    ),
+    Case(
+        "lfo",
+        "horizon_past_the_end",
+        lambda: lfo(horizon=11),
+        ValueError,
+        r"min_train \+ horizon = 30 \+ 11 exceeds the 40 time points",
+    ),
+    Case(
+        "lfo",
+        "horizon_string",
+        lambda: lfo(horizon="1"),
+        TypeError,
+        r"horizon must be an integer, got '1'",
+    ),
+    Case(
+        "lfo",
+        "refit_bool",
+        lambda: lfo(refit=True),
+        ValueError,
+        r"refit must be one of \('never', 'unreliable'\), got True",
+    ),
+    Case(
+        "lfo",
+        "params_of_diag_guide",
+        lambda: lfo(params=T().diag_params),
+        ValueError,
+        r"lfo: .*diag precision \(2,\) but the guide is AutoGaussian\(covariance='dense'\)",
+    ),
+    Case(
+        "lfo",
+        "optimizer_of_other_covariance",
+        lambda: lfo(optimizer=optim.iblr(0.1)),
+        ValueError,
+        r"lfo: the optimizer keeps a diag precision but the guide is "
+        r"AutoGaussian\(covariance='dense'\)",
+    ),
+    # ---- exact_lfo
+    Case(
+        "exact_lfo",
+        "method_typo",
+        lambda: exact_lfo(method="laplce"),
+        ValueError,
+        r"method must be one of \('laplace', 'nuts'\), got 'laplce'",
+    ),
+    Case(
+        "exact_lfo",
+        "min_train_all",
+        lambda: exact_lfo(min_train=40),
+        ValueError,
+        r"min_train must be in 1..T-1 = 1..39 for the 40 time points of plate 'data'",
+    ),
+    Case(
+        "exact_lfo",
+        "num_steps_zero",
+        lambda: exact_lfo(num_steps=0),
+        ValueError,
+        r"num_steps must be at least 1, got 0",
+    ),
+    Case(
+        "exact_lfo",
+        "guide_autonormal",
+        lambda: exact_lfo(guide=AutoNormal(logistic_model)),
+        TypeError,
+        r"exact_lfo refits an AutoGaussian's family; got guide AutoNormal",
+    ),
+    # ---- psis_lfo
+    Case(
+        "psis_lfo",
+        "method_typo",
+        lambda: psis_lfo(method="exct"),
+        ValueError,
+        r"method must be one of \('approx', 'exact'\), got 'exct'",
+    ),
+    Case(
+        "psis_lfo",
+        "k_threshold_zero",
+        lambda: psis_lfo(k_threshold=0),
+        ValueError,
+        r"k_threshold must be in \(0, inf\), got 0",
+    ),
+    Case(
+        "psis_lfo",
+        "num_samples_one",
+        lambda: psis_lfo(num_samples=1),
+        ValueError,
+        r"num_samples must be at least 2, got 1",
+    ),
+    Case(
+        "psis_lfo",
+        "horizon_float",
+        lambda: psis_lfo(horizon=1.0),
+        TypeError,
+        r"horizon must be an integer, got 1.0",
     ),
     # ---- exact_loo
     Case(
@@ -4711,6 +4835,7 @@ NO_USER_INPUT = {
     "ReliabilityWarning",
     "BLRRunResult",
     "ELPDDataMPE",
+    "ELPDDataMPELFO",
     "ELPDDataPSIS",
     "ELPDDataRefit",
     "MCMCLooResult",

@@ -15,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = ROOT / "tests" / "data"
+#: Reference outputs this project computed (``tests/references/README.md``).
+REFERENCES = ROOT / "tests" / "references"
 THIS_FILE = Path(__file__).resolve()
 
 SUFFIXES = {".py", ".md", ".toml", ".cfg", ".sh"}
@@ -89,3 +91,15 @@ def test_the_test_data_readers_point_inside_the_repository():
 
     assert Path(conftest.TEST_DATA).resolve() == TEST_DATA
     assert TEST_DATA.resolve().is_relative_to(ROOT)
+
+
+def test_every_reference_file_is_listed_in_its_readme():
+    readme = (REFERENCES / "README.md").read_text(encoding="utf-8")
+    files = [
+        path.relative_to(REFERENCES).as_posix()
+        for path in sorted(REFERENCES.rglob("*"))
+        if path.is_file() and path.name != "README.md" and "__pycache__" not in path.parts
+    ]
+    assert files, f"no references under {REFERENCES}"
+    unlisted = [name for name in files if f"`{name}`" not in readme]
+    assert not unlisted, f"not listed in tests/references/README.md: {unlisted}"

@@ -95,6 +95,7 @@ __all__ = [
     "prepare_guide_loo",
     "prepare_loo",
     "stationarity_core",
+    "warn_unless_stationary",
 ]
 
 
@@ -465,7 +466,7 @@ def _prepare_gaussian_loo(
             params, plate_model.num_latents, where="loo"
         )
         if options.check_stationary:
-            _warn_unless_stationary(mean, precision, arrays, num_examples, core_options)
+            warn_unless_stationary(mean, precision, arrays, num_examples, core_options)
         limit_compilations(loo_core, (mean, precision, arrays), core_options)
         elpd, lppd, reliability = loo_core(mean, precision, arrays, **core_options)
         if num_examples < plate_model.num_examples:  # drop the padding (_traced_examples)
@@ -509,18 +510,20 @@ def _prepare_gaussian_loo(
     return loo_at
 
 
-def _warn_unless_stationary(mean, precision, arrays, num_examples, core_options) -> None:
+def warn_unless_stationary(
+    mean, precision, arrays, num_examples, core_options, where: str = "loo"
+) -> None:
     """:class:`ReliabilityWarning` when ``mean`` is far from a stationary point of the
-    loss on the data (:func:`stationarity_core`)."""
+    loss on the data (:func:`stationarity_core`); the message starts with ``where``."""
     static = {name: core_options[name] for name in ("model", "static", "plate")}
     limit_compilations(stationarity_core, (mean, precision, arrays), static)
     decrement = float(stationarity_core(mean, precision, arrays, num_examples, **static))
     if not decrement <= STATIONARY_DECREMENT:
         warnings.warn(
-            f"loo: the params are not a fit of this model to these data: the Newton "
+            f"{where}: the params are not a fit of this model to these data: the Newton "
             f"decrement of the loss at their mean is {decrement:.3g} (0 at a converged "
             "fit; the mean is about sqrt(2 x that) posterior sds from the mode). Were they "
-            "fitted to these data, and did the fit converge? MPE-LOO starts from the "
+            "fitted to these data, and did the fit converge? MPE starts from the "
             "full-data posterior",
             ReliabilityWarning,
             stacklevel=4,

@@ -8,13 +8,15 @@ from typing import ClassVar
 
 import numpy as np
 import xarray as xr
-from arviz_stats.utils import ELPDDataLOO
+from arviz_stats.utils import ELPDDataLFO, ELPDDataLOO
 
 from numpyro_mpe.crossval.psis import ParetoKWarning
 
 __all__ = [
     "ELPDDataMPE",
+    "ELPDDataMPELFO",
     "ELPDDataRefit",
+    "ELPDDataRefitLFO",
     "ReliabilityWarning",
     "make_elpd_data",
     "make_refit_elpd_data",
@@ -152,6 +154,100 @@ class ELPDDataRefit(ELPDDataLOO):
         what = "observations" if self.group_of_example is None else "groups (left out whole)"
         return (
             f"Computed by refitting ({self.method}) without each of {self.n_data_points} {what}."
+        )
+
+
+@dataclass(kw_only=True, repr=False)
+class ELPDDataMPELFO(ELPDDataLFO):
+    """MPE leave-future-out result (:func:`numpyro_mpe.lfo`): an ArviZ ``ELPDDataLFO``
+    (``kind="lfo_cv"``) that ``az.compare`` accepts beside other LFO results with the
+    same ``min_observations`` and ``forecast_horizon``.
+
+    Extra attributes
+    ----------------
+    newton_decrement : DataArray
+        Per origin: the larger Newton decrement of the two MPE posteriors it uses (given
+        ``t`` and ``t + M`` time points); 0 when they are the Laplace posteriors.
+    decrement_threshold : float
+        Above it an origin is unreliable (``method="cavity"``).
+    base : DataArray
+        Per origin: the training length of the fit its value comes from (``T``: the
+        full fit; less: a refit made by ``refit="unreliable"``).
+    method : str
+        ``"cavity"`` or ``"is"``.
+    covariance : str
+        ``"dense"`` or ``"diag"``.
+    seconds : float
+        Wall time, refits included.
+    """
+
+    _display_kind: ClassVar[str] = "lfo_mpe"
+
+    newton_decrement: xr.DataArray = None
+    decrement_threshold: float = 0.1
+    base: xr.DataArray = None
+    method: str = "cavity"
+    covariance: str = "dense"
+    seconds: float | None = None
+
+    def _header(self):
+        refit = "no refit" if not self.n_refits else f"{self.n_refits} refits"
+        return (
+            f"Computed by the memory-perturbation equation (method={self.method!r}) from a "
+            f"{self.covariance} Gaussian posterior over {self.n_data_points} forecast "
+            f"origins with {self.forecast_horizon}-step-ahead predictions ({refit}).\n"
+            f"Minimum training observations: {self.min_observations}."
+        )
+
+    def _footer(self):
+        values = np.asarray(self.newton_decrement)
+        line = (
+            f"\nNewton decrement: max {values.max():.3g}; "
+            f"{int(np.sum(values > self.decrement_threshold))} of {values.size} origins "
+            f"above {self.decrement_threshold}."
+        )
+        if self.pareto_k is not None:
+            k = np.asarray(self.pareto_k)
+            line += (
+                f"\nImportance sampling: max Pareto k {k.max():.2f}; "
+                f"{int(np.sum(~(k <= self.good_k)))} above {self.good_k:.2f}."
+            )
+        return line
+
+    @classmethod
+    def from_origins(
+        cls,
+        window,
+        elpd_i: np.ndarray,
+        lppd_i: np.ndarray,
+        *,
+        dim: str,
+        newton_decrement: np.ndarray,
+        pareto_k: np.ndarray | None,
+        base: np.ndarray,
+        **fields,
+    ) -> ELPDDataMPELFO:
+        """Build from per-origin arrays ``(O,)`` over ``window.origins``
+        (:class:`~numpyro_mpe.crossval.lfo_window.LFOWindow`)."""
+        elpd_i = np.asarray(elpd_i, dtype=float)
+        lppd_i = np.asarray(lppd_i, dtype=float)
+        _check_finite(elpd_i=elpd_i, lppd_i=lppd_i)
+        origins = window.origins
+        summary = _summary(elpd_i, lppd_i)
+        del summary["n_data_points"], summary["scale"]
+        return cls(
+            **summary,
+            n_data_points=elpd_i.size,
+            scale="log",
+            elpd_i=_pointwise(elpd_i, dim, "elpd_i", origins),
+            p_lfo_i=_pointwise(lppd_i - elpd_i, dim, "p_lfo_i", origins),
+            pareto_k=None if pareto_k is None else _pointwise(pareto_k, dim, "pareto_k", origins),
+            newton_decrement=_pointwise(newton_decrement, dim, "newton_decrement", origins),
+            base=_pointwise(np.asarray(base), dim, "base", origins),
+            forecast_horizon=window.horizon,
+            min_observations=window.min_train,
+            n_refits=len(fields["refits"]),
+            **fields,
         )
 
 
@@ -390,3 +486,71 @@ def make_elpd_data(
         method=method,
         covariance=covariance,
     )
+
+
+@dataclass(kw_only=True, repr=False)
+class ELPDDataRefitLFO(ELPDDataLFO):
+    """Brute-force leave-future-out by a refit at every origin (:func:`exact_lfo`): an
+    ArviZ ``ELPDDataLFO`` (``kind="lfo_cv"``) that ``az.compare`` accepts beside other
+    LFO results with the same ``min_observations`` and ``forecast_horizon``; ``refits``
+    holds every origin and ``good_k`` is None.
+
+    Extra attributes
+    ----------------
+    method : str
+        ``"laplace"``: Gaussian refits of the guide's family.
+    seconds : float
+        Wall time of all the refits (compilation included).
+    pareto_k : DataArray
+        Per origin: Pareto k of the importance sampling of the block densities (``-inf``
+        where the integral is exact).
+    """
+
+    _display_kind: ClassVar[str] = "lfo_refit"
+
+    method: str = "laplace"
+    seconds: float | None = None
+
+    def _header(self):
+        origin_word = "origin" if self.n_data_points == 1 else "origins"
+        return (
+            f"Computed by refitting ({self.method}) at each of {self.n_data_points} "
+            f"forecast {origin_word} with {self.forecast_horizon}-step-ahead predictions.\n"
+            f"Minimum training observations: {self.min_observations}."
+        )
+
+    @classmethod
+    def from_origins(
+        cls,
+        window,
+        elpd_i: np.ndarray,
+        lppd_i: np.ndarray,
+        *,
+        dim: str,
+        pareto_k: np.ndarray,
+        **fields,
+    ) -> ELPDDataRefitLFO:
+        """Build from per-origin arrays ``(O,)`` over ``window.origins``
+        (:class:`~numpyro_mpe.crossval.lfo_window.LFOWindow`); ``fields``: ``warning``,
+        ``method``, ``seconds``."""
+        elpd_i = np.asarray(elpd_i, dtype=float)
+        lppd_i = np.asarray(lppd_i, dtype=float)
+        _check_finite(elpd_i=elpd_i, lppd_i=lppd_i)
+        origins = window.origins
+        summary = _summary(elpd_i, lppd_i)
+        del summary["n_data_points"], summary["scale"]
+        return cls(
+            **summary,
+            n_samples=0,
+            n_data_points=elpd_i.size,
+            scale="log",
+            good_k=None,
+            elpd_i=_pointwise(elpd_i, dim, "elpd_i", origins),
+            p_lfo_i=_pointwise(lppd_i - elpd_i, dim, "p_lfo_i", origins),
+            pareto_k=_pointwise(np.asarray(pareto_k, dtype=float), dim, "pareto_k", origins),
+            forecast_horizon=window.horizon,
+            min_observations=window.min_train,
+            refits=np.asarray(origins),
+            n_refits=origins.size,
+            **fields,
+        )
