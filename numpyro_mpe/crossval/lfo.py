@@ -28,9 +28,9 @@ one natural-gradient step (exact division for Gaussian-linear terms), and
          + \\tfrac12 g_c^T C_k^{-1} g_c
          \\approx \\log p(y_{<k}) - \\log p(y_{<b}),
 
-``elpd_t = F(t + M) - F(t)``. ``method="cavity"`` keeps this closed form (exact when
-every ``l_i`` is quadratic in the latents: a Gaussian autoregression with known noise).
-``method="is"`` (the default) estimates each evidence by importance sampling with the
+``elpd_t = F(t + M) - F(t)``. ``method="cavity"`` (the default) keeps this closed form
+(exact when every ``l_i`` is quadratic in the latents: a Gaussian autoregression with
+known noise). ``method="is"`` estimates each evidence by importance sampling with the
 MPE posterior as the proposal and the exact unnormalised posterior as the target,
 
 .. math::
@@ -92,9 +92,9 @@ from numpyro_mpe.perturbation.removal import check_at_most
 
 __all__ = ["LFOTerms", "good_k", "lfo", "lfo_core", "refit_core"]
 
-LFOMethod = Literal["is", "cavity"]
+LFOMethod = Literal["cavity", "is"]
 LFORefit = Literal["never", "unreliable"]
-LFO_METHODS: tuple[str, ...] = ("is", "cavity")
+LFO_METHODS: tuple[str, ...] = ("cavity", "is")
 LFO_REFITS: tuple[str, ...] = ("never", "unreliable")
 
 
@@ -278,7 +278,7 @@ def lfo(
     *args: Any,
     min_train: int,
     horizon: int = 1,
-    method: LFOMethod = "is",
+    method: LFOMethod = "cavity",
     refit: LFORefit = "never",
     plate: str | None = None,
     decrement_threshold: float = 0.1,
@@ -306,10 +306,12 @@ def lfo(
     horizon : int
         ``M >= 1``: each origin scores the next ``M`` time points jointly; the origins
         are ``t = L, ..., T - M`` (ArviZ's ``lfo_cv`` convention).
-    method : {"is", "cavity"}
-        Importance-sampled evidences (``num_samples`` common draws from each MPE
-        posterior; exact for Gaussian-linear terms, and the estimate to use otherwise),
-        or the closed form alone (exact for Gaussian-linear terms, cheaper).
+    method : {"cavity", "is"}
+        The closed form (exact for Gaussian-linear terms; the cost of one MPE-LOO call),
+        or importance-sampled evidences (``num_samples`` common draws from each MPE
+        posterior; exact for Gaussian-linear terms too, and it also corrects the
+        Gaussian family's error, at ``num_samples`` evaluations of the log joint per
+        origin: ``O(S T^2)`` in all).
     refit : {"never", "unreliable"}
         ``"unreliable"``: refit the guide's family (Newton, at most ``num_steps`` steps)
         at the latest unreliable origin, make that fit the base of the earlier origins,

@@ -229,26 +229,30 @@ class ELPDDataMPELFO(ELPDDataLFO):
     ) -> ELPDDataMPELFO:
         """Build from per-origin arrays ``(O,)`` over ``window.origins``
         (:class:`~numpyro_mpe.crossval.lfo_window.LFOWindow`)."""
-        elpd_i = np.asarray(elpd_i, dtype=float)
-        lppd_i = np.asarray(lppd_i, dtype=float)
-        _check_finite(elpd_i=elpd_i, lppd_i=lppd_i)
         origins = window.origins
-        summary = _summary(elpd_i, lppd_i)
-        del summary["n_data_points"], summary["scale"]
         return cls(
-            **summary,
-            n_data_points=elpd_i.size,
-            scale="log",
-            elpd_i=_pointwise(elpd_i, dim, "elpd_i", origins),
-            p_lfo_i=_pointwise(lppd_i - elpd_i, dim, "p_lfo_i", origins),
+            **_lfo_fields(window, elpd_i, lppd_i, dim),
             pareto_k=None if pareto_k is None else _pointwise(pareto_k, dim, "pareto_k", origins),
             newton_decrement=_pointwise(newton_decrement, dim, "newton_decrement", origins),
             base=_pointwise(np.asarray(base), dim, "base", origins),
-            forecast_horizon=window.horizon,
-            min_observations=window.min_train,
             n_refits=len(fields["refits"]),
             **fields,
         )
+
+
+def _lfo_fields(window, elpd_i: np.ndarray, lppd_i: np.ndarray, dim: str) -> dict:
+    """The ``ELPDDataLFO`` fields every LFO result shares, from per-origin arrays
+    ``(O,)`` over ``window.origins``: totals, ``elpd_i``, ``p_lfo_i``, the window."""
+    elpd_i = np.asarray(elpd_i, dtype=float)
+    lppd_i = np.asarray(lppd_i, dtype=float)
+    _check_finite(elpd_i=elpd_i, lppd_i=lppd_i)
+    summary = _summary(elpd_i, lppd_i)
+    return summary | {
+        "elpd_i": _pointwise(elpd_i, dim, "elpd_i", window.origins),
+        "p_lfo_i": _pointwise(lppd_i - elpd_i, dim, "p_lfo_i", window.origins),
+        "forecast_horizon": window.horizon,
+        "min_observations": window.min_train,
+    }
 
 
 def _check_finite(**arrays: np.ndarray) -> None:
@@ -533,23 +537,12 @@ class ELPDDataRefitLFO(ELPDDataLFO):
         """Build from per-origin arrays ``(O,)`` over ``window.origins``
         (:class:`~numpyro_mpe.crossval.lfo_window.LFOWindow`); ``fields``: ``warning``,
         ``method``, ``seconds``."""
-        elpd_i = np.asarray(elpd_i, dtype=float)
-        lppd_i = np.asarray(lppd_i, dtype=float)
-        _check_finite(elpd_i=elpd_i, lppd_i=lppd_i)
         origins = window.origins
-        summary = _summary(elpd_i, lppd_i)
-        del summary["n_data_points"], summary["scale"]
         return cls(
-            **summary,
+            **_lfo_fields(window, elpd_i, lppd_i, dim),
             n_samples=0,
-            n_data_points=elpd_i.size,
-            scale="log",
             good_k=None,
-            elpd_i=_pointwise(elpd_i, dim, "elpd_i", origins),
-            p_lfo_i=_pointwise(lppd_i - elpd_i, dim, "p_lfo_i", origins),
             pareto_k=_pointwise(np.asarray(pareto_k, dtype=float), dim, "pareto_k", origins),
-            forecast_horizon=window.horizon,
-            min_observations=window.min_train,
             refits=np.asarray(origins),
             n_refits=origins.size,
             **fields,
