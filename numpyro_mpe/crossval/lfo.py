@@ -256,7 +256,6 @@ class _Origins(NamedTuple):
     elpd: np.ndarray
     decrement: np.ndarray
     pareto_k: np.ndarray
-    mcse: np.ndarray
     base: np.ndarray
     unreliable: np.ndarray
 
@@ -464,7 +463,7 @@ def _walk_origins(
     """Fill every origin from the last back, from the full fit or the latest refit."""
     origins = window.origins
     count = origins.size
-    floats = (np.empty(count) for _ in range(4))
+    floats = (np.empty(count) for _ in range(3))
     values = _Origins(*floats, np.empty(count, int), np.empty(count, bool))
     targets = np.arange(window.min_train, window.num_times + 1)
     base, (mean, precision) = window.num_times, base_fit
@@ -484,7 +483,7 @@ def _walk_origins(
         # Far: the MPE posteriors are not the Laplace posteriors of the truncated data.
         unreliable = ~valid | ~(decrement <= options["threshold"])
         if options["good_k"] is None:
-            elpd, mcse = closed_form, np.zeros(count)
+            elpd = closed_form
         else:
             # Never trade the closed form for an estimate with worse diagnostics. Where
             # the sampling fails but q_t is the truncated Laplace posterior, a refit
@@ -492,12 +491,11 @@ def _walk_origins(
             sampled = pareto_k <= options["good_k"]
             sampled_elpd = terms.sampled_log_evidence[ahead] - terms.sampled_log_evidence[at]
             elpd = np.where(sampled, sampled_elpd, closed_form)
-            mcse = np.where(sampled, np.hypot(terms.mcse[ahead], terms.mcse[at]), 0.0)
             unreliable &= ~sampled
         unreliable &= origins != base  # a refit's own origin is as good as refits get
         flagged = np.flatnonzero(unreliable[: last + 1])
         first = int(flagged[-1]) + 1 if options["refit"] == "unreliable" and flagged.size else 0
-        new_values = (elpd, decrement, pareto_k, mcse, base, unreliable)
+        new_values = (elpd, decrement, pareto_k, base, unreliable)
         for field, new in zip(values, new_values, strict=True):
             field[first : last + 1] = np.broadcast_to(new, (count,))[first : last + 1]
         if first == 0:

@@ -97,10 +97,25 @@ def test_lfo_lake_huron_example(tmp_path, x64, capsys):
     assert 1 <= rows["PSIS-LFO (NUTS)"]["refits"] <= 10
     # Warnings are recorded per estimate: the no-refit run's Pareto k flags, no refit
     # that failed to converge.
-    assert any(m.startswith("ParetoKWarning") for m in rows["MPE-LFO, no refits"]["warnings"])
+    never_warnings = rows["MPE-LFO, no refits"]["warnings"]
+    assert any(m.startswith("ParetoKWarning") for m in never_warnings)
     assert not any("ConvergenceWarning" in m for row in rows.values() for m in row["warnings"])
     assert plot.stat().st_size > 10_000
     assert "MPE-LFO, refits where unreliable" in capsys.readouterr().out
+    # The refits: each is the base of its own origin and of the earlier ones until the
+    # next; off the bases every origin is reliable (its MPE step holds, or its sampling
+    # corrected it); where nothing was refitted both runs agree to the last digit.
+    never = out["results"]["MPE-LFO, no refits"][0]
+    refits = out["results"]["MPE-LFO, refits where unreliable"][0]
+    origins, bases = refits.elpd_i["time"].values, refits.base.values
+    assert set(bases) == {98, *refits.refits} and np.all(bases >= origins)
+    sampled = refits.pareto_k.values <= refits.good_k
+    near = refits.newton_decrement.values <= 0.1
+    assert np.all((sampled | near)[bases != origins])
+    later = origins > refits.refits.max()
+    assert later.sum() > 30
+    np.testing.assert_array_equal(refits.elpd_i.values[later], never.elpd_i.values[later])
+    assert any("at 34 of 78 origins removing the future" in m for m in never_warnings)
     # docs/lfo.md's snippet computes the same estimate.
     (block,) = python_blocks(ROOT / "docs" / "lfo.md")
     namespace: dict = {}
