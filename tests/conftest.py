@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -14,6 +15,22 @@ import pytest
 #: Real data and reference outputs the tests read, inside the repository (sources and
 #: licences in ``tests/data/README.md``).
 TEST_DATA = Path(__file__).resolve().parent / "data"
+
+
+@contextlib.contextmanager
+def compilations():
+    """The list of XLA compilations (one entry each) made inside the block."""
+    seen = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            seen.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.fixture

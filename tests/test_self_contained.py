@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = ROOT / "tests" / "data"
 #: Reference outputs this project computed (``tests/references/README.md``).
@@ -74,16 +76,17 @@ def test_no_file_reaches_outside_the_repository_for_data():
     assert not offences, "paths outside the repository:\n" + "\n".join(offences)
 
 
-def test_every_test_data_file_is_listed_in_its_readme():
-    readme = (TEST_DATA / "README.md").read_text(encoding="utf-8")
+@pytest.mark.parametrize("folder", [TEST_DATA, REFERENCES], ids=["data", "references"])
+def test_every_file_is_listed_in_its_readme(folder):
+    readme = (folder / "README.md").read_text(encoding="utf-8")
     files = [
-        path.relative_to(TEST_DATA).as_posix()
-        for path in sorted(TEST_DATA.rglob("*"))
+        path.relative_to(folder).as_posix()
+        for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != "README.md" and "__pycache__" not in path.parts
     ]
-    assert files, f"no data under {TEST_DATA}"
+    assert files, f"no files under {folder}"
     unlisted = [name for name in files if f"`{name}`" not in readme]
-    assert not unlisted, f"not listed in tests/data/README.md: {unlisted}"
+    assert not unlisted, f"not listed in {folder.relative_to(ROOT)}/README.md: {unlisted}"
 
 
 def test_the_test_data_readers_point_inside_the_repository():
@@ -91,15 +94,3 @@ def test_the_test_data_readers_point_inside_the_repository():
 
     assert Path(conftest.TEST_DATA).resolve() == TEST_DATA
     assert TEST_DATA.resolve().is_relative_to(ROOT)
-
-
-def test_every_reference_file_is_listed_in_its_readme():
-    readme = (REFERENCES / "README.md").read_text(encoding="utf-8")
-    files = [
-        path.relative_to(REFERENCES).as_posix()
-        for path in sorted(REFERENCES.rglob("*"))
-        if path.is_file() and path.name != "README.md" and "__pycache__" not in path.parts
-    ]
-    assert files, f"no references under {REFERENCES}"
-    unlisted = [name for name in files if f"`{name}`" not in readme]
-    assert not unlisted, f"not listed in tests/references/README.md: {unlisted}"

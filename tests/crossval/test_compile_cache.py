@@ -3,15 +3,13 @@ values of the unpadded computation, and bounded compilation caches."""
 
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from conftest import laplace_fit, linear_model, logistic_model
+from conftest import compilations, laplace_fit, linear_model, logistic_model
 
 import numpyro_mpe as mpe
 import numpyro_mpe.core.rows as rows
@@ -19,26 +17,9 @@ from numpyro_mpe.core.model import split_arguments, trace_model
 from numpyro_mpe.crossval.mpe_loo import loo_core
 from numpyro_mpe.infer.blr import blr_update
 
-_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 # The tests below use one fit's params at several data sizes (as when the compilations of a
 # learning curve are counted), so loo warns that they are not a fit to the smaller data.
 _OTHER_DATA = pytest.mark.filterwarnings("ignore:loo. the params are not a fit")
-
-
-@contextlib.contextmanager
-def compilations():
-    """The list of XLA compilations (one entry each) made inside the block."""
-    seen = []
-
-    def listener(event, duration, **kwargs):
-        if event == _COMPILE_EVENT:
-            seen.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield seen
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def unpadded_loo(model, guide, params, X, y, method):

@@ -4,7 +4,6 @@ whose predictive of a block given the past is Gaussian."""
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import arviz_stats as azs
@@ -15,6 +14,7 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 from arviz_stats.utils import ELPDDataLFO
+from conftest import compilations
 
 import numpyro_mpe as mpe
 from numpyro_mpe.time_series import lagged_values, poisson_ar_model
@@ -90,22 +90,6 @@ def closed_form(y, horizon):
     elpd = [block_log_predictive(y, t, t, horizon) for t in origins]
     lppd = [block_log_predictive(y, len(y), t, horizon) for t in origins]
     return np.array(elpd), np.array(lppd)
-
-
-@contextlib.contextmanager
-def compilations():
-    """The XLA compilations made inside the block (one entry each)."""
-    seen = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            seen.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield seen
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.fixture(scope="module")
