@@ -494,7 +494,8 @@ def test_loo_and_perturb_dispatch_to_the_conjugate_posterior(x64):
 def test_pandas_data_give_the_exact_posterior():
     """Series of at-bats and hits give Beta(1 + hits, 1 + misses), as numpy arrays do
     (integer counts: exact in float32, ``rtol 1e-6``)."""
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     at_bats = pd.Series(np.full(10, 45), name="at_bats")
     hits = pd.Series(np.arange(10, 20), name="hits")
     params = mpe.AutoConjugate(beta_binomial).posterior_params(at_bats, hits)

@@ -581,8 +581,9 @@ def test_pandas_and_xarray_arguments_give_the_numpy_terms():
     # Was: DataFrame @ tracer failed with TracerArrayConversionError, a Series or DataArray
     # obs failed inside jnp.where. float32 (x64 off, the default): the same float32
     # numbers either way, so the terms agree to float32 rounding (rtol 1e-6).
-    pd = pytest.importorskip("pandas")
-    xr = pytest.importorskip("xarray")
+    import pandas as pd
+    import xarray as xr
+
     rng = np.random.default_rng(0)
     X = np.stack([np.ones(6), rng.normal(size=6)], axis=1)
     y = rng.normal(size=6)

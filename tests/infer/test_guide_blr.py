@@ -455,8 +455,9 @@ def test_run_stops_at_the_step_where_the_loss_turns_nan(wells, x64):
 def test_run_takes_pandas_and_xarray_data(x64):
     """A DataFrame and Series, or xarray DataArrays, are fitted as their numpy values:
     the same params to ``rtol 1e-12`` (the same float64 arrays reach the same steps)."""
-    pd = pytest.importorskip("pandas")
-    xr = pytest.importorskip("xarray")
+    import pandas as pd
+    import xarray as xr
+
     rng = np.random.default_rng(0)
     X = np.stack([np.ones(30), rng.normal(size=30)], axis=1)
     y = (rng.random(30) < 0.5).astype(float)

@@ -262,7 +262,8 @@ def test_precision_from_a_given_state(x64, name, decay, used_decay):
 def test_pandas_data_give_the_numpy_posterior(x64):
     """A DataFrame and Series as the model's data give the posterior of their numpy
     values (``rtol 1e-12``: the same float64 arrays), instead of failing inside pandas."""
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     X = np.stack([np.ones(20), np.linspace(-1.0, 1.0, 20)], axis=1)
     y = (np.arange(20) % 3 == 0).astype(float)
     loc = jnp.array([0.2, -0.1])

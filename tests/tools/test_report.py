@@ -125,7 +125,8 @@ def test_report_sections_and_images(wells_subset, tmp_path):
 
 
 def test_data_columns_of_a_dataframe_with_text():
-    pandas = pytest.importorskip("pandas")
+    import pandas
+
     frame = pandas.DataFrame({"county": ["a", "b", "c"], "dist": [1.0, 2.0, 3.0]})
     columns = data_columns(frame, logistic_model, (), {}, 3)
     assert list(columns) == ["county", "dist"]
