@@ -123,3 +123,22 @@ def nuts_lfo_reference(name: str, horizon: int) -> np.ndarray:
 def poisson_ar_series() -> np.ndarray:
     """The simulated count series of ``tests/references`` (T = 100)."""
     return np.genfromtxt(REFERENCES / "poisson_ar_series.csv", delimiter=",", names=True)["y"]
+
+
+def breast_cancer():
+    """sklearn's breast-cancer table (``tests/data/uci/breast_cancer.csv``, N = 569): ``X``
+    ``(569, 31)``, the 30 features standardised, ``(x - mean) / std`` per column (``std``
+    with ``ddof = 0``), then a column of ones; ``y`` ``(569,)`` in {0, 1} (1 = benign)."""
+    table = data_csv("uci/breast_cancer.csv")
+    features = np.stack([table[name] for name in table.dtype.names[:-1]], 1).astype(np.float64)
+    standardised = (features - features.mean(0)) / features.std(0)
+    X = np.concatenate([standardised, np.ones((len(table), 1))], 1)
+    return X, table["target"].astype(np.float64)
+
+
+def breast_cancer_model(X, y=None):
+    """Near-separable logistic regression: ``w ~ Normal(0, 1)`` of shape ``(P,)``,
+    ``y_i ~ Bernoulli(logits = x_i^T w)`` in the plate ``"data"``."""
+    weights = numpyro.sample("w", dist.Normal(0, 1).expand([X.shape[1]]).to_event(1))
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Bernoulli(logits=X @ weights), obs=y)

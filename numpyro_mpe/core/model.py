@@ -131,6 +131,9 @@ class PlateModel(NamedTuple):
         of the likelihood (``numpyro.handlers.mask`` or ``Distribution.mask``). Their
         ``l_i`` is 0: they are not examples, and leave-one-out results leave them out.
         None when no example is masked out (a traced array under ``jit``).
+    discrete_observations : bool
+        True when every term of ``l_i`` is the log probability of a discrete observation,
+        so that ``log p(y_i | ...) <= 0`` bounds any estimate of it.
     """
 
     num_examples: int
@@ -143,6 +146,7 @@ class PlateModel(NamedTuple):
     log_lik: Callable[[jax.Array], jax.Array]
     predictor: Predictor | None
     observed_mask: np.ndarray | None = None
+    discrete_observations: bool = False
 
     @property
     def num_latents(self) -> int:
@@ -981,6 +985,19 @@ def trace_model(
         prototype, observed_sites, plate_name, plate_dim, size, _argument_names(args, kwargs)
     )
     latent_set = set(latent_names)
+    likelihood_sites = [
+        site
+        for name, site in prototype.items()
+        if site["type"] == "sample"
+        and (
+            name in observed_sites
+            or (
+                site["is_observed"]
+                and not _is_jacobian_factor(name, latent_set)
+                and any(f.name == plate_name for f in site["cond_indep_stack"])
+            )
+        )
+    ]
 
     def log_terms(theta):
         trace = _trace(model, args, kwargs, unravel(theta))
@@ -1032,6 +1049,7 @@ def trace_model(
         log_lik=log_lik,
         predictor=predictor,
         observed_mask=observed_mask,
+        discrete_observations=all(site["fn"].support.is_discrete for site in likelihood_sites),
     )
 
 

@@ -35,7 +35,7 @@ LooMethod = Literal["cavity", "paper", "is"]
 """How :func:`numpyro_mpe.loo` removes an example: the cavity (closed form), the
 paper's full-data-variance form, or MPE-IS (importance sampling on top of the cavity)."""
 
-ImportanceSelection = Literal["poor", "all"]
+ImportanceSelection = Literal["auto", "poor", "all"]
 """Which examples ``loo(method="is")`` samples (besides an explicit index array)."""
 
 RefitMethod = Literal["laplace", "nuts"]

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from numpyro_mpe.crossval.results import ELPDDataRefit
+from numpyro_mpe.crossval.results import ELPDDataRefit, estimator_summary
 from numpyro_mpe.optim.base import check_number
 
 __all__ = ["check_figure_path", "compare_loo", "plot_loo_comparison"]
@@ -39,6 +39,7 @@ COLUMNS = (
     "n_compared",
     "n_poor",
     "diagnostic",
+    "estimators",
     "seconds",
 )
 
@@ -184,6 +185,26 @@ def _diagnostic(result: Any) -> _Diagnostic | None:
     return None
 
 
+def _sampled(result: Any, size: int) -> np.ndarray:
+    """``(size,)`` bool: True for each entry of an MPE result whose value is an
+    importance estimate (all False for other results)."""
+    estimator = getattr(result, "estimator", None)
+    if estimator is None:
+        return np.zeros(size, bool)
+    return np.char.find(np.asarray(estimator, dtype=str), "is-") >= 0
+
+
+def _estimators(result: Any) -> str:
+    """``"cavity 96, is-shared 166"``: how many entries each estimator produced (MPE),
+    else ``"psis"``, ``"refit"`` or ``"-"``."""
+    estimator = getattr(result, "estimator", None)
+    if estimator is not None:
+        return estimator_summary(estimator)
+    if isinstance(result, ELPDDataRefit):
+        return "refit"
+    return "psis" if getattr(result, "pareto_k", None) is not None else "-"
+
+
 def _checked_seconds(
     seconds: Mapping[str, float | None] | None, results: Mapping[str, Any]
 ) -> dict[str, float | None]:
@@ -265,10 +286,14 @@ def compare_loo(
         - ``n_compared`` (int): the number of shared examples;
         - ``n_poor`` (nullable ``Int64``): the examples the result's own diagnostic flags,
           out of all its examples: reliability value above ``reliability_threshold``
-          (MPE) or Pareto k above ``good_k`` (PSIS, ``arviz.loo``; k not estimated, i.e.
-          ``inf``, counts as poor); 0 for a refit; missing (``<NA>``) for any other
-          result;
+          (MPE; not counted where an importance estimate with a good Pareto k replaced
+          the closed form) or Pareto k above ``good_k`` (PSIS, ``arviz.loo``; k not
+          estimated, i.e. ``inf``, counts as poor); 0 for a refit; missing (``<NA>``) for
+          any other result;
         - ``diagnostic`` (str): ``"reliability"``, ``"pareto_k"`` or ``"-"``;
+        - ``estimators`` (str): for MPE, how many examples each estimator produced
+          (``result.estimator``: ``"cavity 96, is-shared 166"``); ``"psis"``,
+          ``"refit"`` or ``"-"`` for the others;
         - ``seconds`` (nullable ``Float64``): the wall time, missing (``<NA>``, not NaN)
           where unknown.
 
@@ -322,7 +347,9 @@ def compare_loo(
         difference = values - reference_pointwise.elpd_i[in_reference]
         diagnostic = _diagnostic(result)
         if diagnostic is not None:
-            n_poor = int(np.sum(diagnostic.values > diagnostic.threshold))
+            # An importance estimate was kept only with a good Pareto k.
+            poor = diagnostic.values > diagnostic.threshold
+            n_poor = int(np.sum(poor & ~_sampled(result, poor.size)))
         else:
             n_poor = 0 if isinstance(result, ELPDDataRefit) else None
         rows.append(
@@ -336,6 +363,7 @@ def compare_loo(
                 "n_compared": int(values.size),
                 "n_poor": n_poor,
                 "diagnostic": "-" if diagnostic is None else diagnostic.name,
+                "estimators": _estimators(result),
                 "seconds": _seconds(name, result, seconds),
             }
         )

@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 from arviz_stats.utils import ELPDDataLFO, ELPDDataLOO
 
+from numpyro_mpe.crossval.importance import PROPOSALS
 from numpyro_mpe.crossval.psis import ParetoKWarning
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "ELPDDataRefit",
     "ELPDDataRefitLFO",
     "ReliabilityWarning",
+    "estimator_summary",
     "make_elpd_data",
     "make_refit_elpd_data",
 ]
@@ -50,18 +52,34 @@ class ELPDDataMPE(ELPDDataLOO):
         ``"cavity"``, ``"paper"`` or ``"laplace"`` (the parameter-space form).
     covariance : str
         ``"dense"`` or ``"diag"``: the Gaussian family used.
+    estimator : DataArray of str
+        Which estimate each entry's ``elpd_i`` is: ``"cavity"``, ``"paper"`` (also the
+        cavity's fallback where the reliability reaches 1), ``"laplace"`` (the
+        parameter-space form), ``"laplace-plug-in"`` (its fallback), ``"is-shared"`` /
+        ``"is-own"`` (MPE-IS with the shared or the example's own mixture proposal),
+        ``"conjugate"`` (exact), and for groups ``"group-cavity"``, ``"group-is"``.
+    estimator_diagnostic : DataArray
+        That estimator's diagnostic: the reliability value for the closed forms (good
+        below ``reliability_threshold``), the Pareto k for importance estimates (good at
+        most ``importance_good_k``).
     importance_pareto_k : DataArray
         ``method="is"``: Pareto k of each importance-sampled example (coordinate: the
-        example indices); None otherwise.
-    importance_mpe_proposal : DataArray
-        ``method="is"``: True where the MPE posterior was the proposal (False: the
-        full-data Gaussian, the MPE precision not being positive definite).
-    importance_good_k : float
-        The Pareto k threshold for those draws, ``min(1 - 1 / log10(S), 0.7)``.
+        example indices), kept or not; None otherwise.
+    importance_good_k : DataArray
+        ``method="is"``: the Pareto k threshold of each example's draws,
+        ``min(1 - 1 / log10(S), 0.7)``.
+    importance_proposal : DataArray of str
+        ``method="is"``: ``"shared"`` (the mixture shared by all examples), ``"own"``
+        (the example's own mixture) or ``"group"`` (a group's correction).
+    importance_accepted : DataArray of bool
+        ``method="is"``: whether the importance estimate replaced the closed form (its k
+        good, the value finite and possible).
     importance_mcse : float
-        Monte Carlo standard error of the sum of the importance-sampled ``elpd_i``
-        (independent per-example errors in quadrature, plus the shared evidence's error
-        once per example).
+        Monte Carlo standard error of the sum of the kept importance estimates (delta
+        method over common draws, plus independent ones in quadrature).
+    importance_pilot_k : float
+        ``method="is"``: the pilot's Pareto k (the fitted Gaussian as a proposal for the
+        posterior; above 0.7 every example is sampled by default).
     group_of_example : DataArray
         Leave-group-out (``loo(..., groups=...)``): each example's group label, over the
         plate; None otherwise.
@@ -84,10 +102,14 @@ class ELPDDataMPE(ELPDDataLOO):
     lppd_i: xr.DataArray = None
     method: str = "cavity"
     covariance: str = "dense"
+    estimator: xr.DataArray = None
+    estimator_diagnostic: xr.DataArray = None
     importance_pareto_k: xr.DataArray = None
-    importance_mpe_proposal: xr.DataArray = None
-    importance_good_k: float | None = None
+    importance_good_k: xr.DataArray = None
+    importance_proposal: xr.DataArray = None
+    importance_accepted: xr.DataArray = None
     importance_mcse: float | None = None
+    importance_pilot_k: float | None = None
     group_of_example: xr.DataArray = None
     example_elpd: xr.DataArray = None
     group_log_loss: xr.DataArray = None
@@ -116,12 +138,18 @@ class ELPDDataMPE(ELPDDataLOO):
         )
         if self.importance_pareto_k is not None:
             k = np.asarray(self.importance_pareto_k)
+            kept = int(np.sum(self.importance_accepted))
+            what = "examples" if self.group_of_example is None else "groups"
+            pilot = self.importance_pilot_k
+            pilot = "" if pilot is None or np.isnan(pilot) else f" (pilot k {pilot:.2f})"
             line += (
-                f"\nMPE-IS on {k.size} examples: max Pareto k {k.max():.2f}; "
-                f"{int(np.sum(~(k <= self.importance_good_k)))} above "
-                f"{self.importance_good_k:.2f}; Monte Carlo SE of their sum "
-                f"{self.importance_mcse:.3f}."
+                f"\nMPE-IS on {k.size} {what}{pilot}: "
+                f"max Pareto k {k.max():.2f}; {kept} kept, "
+                f"{int(np.sum(~(k <= np.asarray(self.importance_good_k))))} above their "
+                f"threshold; Monte Carlo SE of the kept sum {self.importance_mcse:.3f}."
             )
+        if self.estimator is not None:
+            line += f"\nEstimators: {estimator_summary(self.estimator)}."
         return line
 
 
@@ -240,6 +268,29 @@ class ELPDDataMPELFO(ELPDDataLFO):
         )
 
 
+def estimator_summary(estimator) -> str:
+    """How many entries each estimator produced, ``"cavity 96, is-shared 166"``, from an
+    :class:`ELPDDataMPE`'s ``estimator`` ``(N,)`` (names sorted).
+
+    >>> estimator_summary(np.array(["is-shared", "cavity", "is-shared"]))
+    'cavity 1, is-shared 2'
+
+    Raises ``TypeError`` for anything but a 1-d array of str (or a DataArray of them).
+    """
+    values = np.asarray(estimator)
+    if (
+        values.ndim != 1
+        or values.dtype.kind not in "UO"
+        or not all(isinstance(v, str) for v in values.tolist())
+    ):
+        raise TypeError(
+            "estimator must be a 1-d array of estimator names (ELPDDataMPE.estimator), got "
+            f"{type(estimator).__name__} of shape {values.shape} and dtype {values.dtype}"
+        )
+    names, counts = np.unique(np.asarray(estimator, dtype=str), return_counts=True)
+    return ", ".join(f"{name} {count}" for name, count in zip(names, counts, strict=True))
+
+
 def _lfo_fields(window, elpd_i: np.ndarray, lppd_i: np.ndarray, dim: str) -> dict:
     """The ``ELPDDataLFO`` fields every LFO result shares, from per-origin arrays
     ``(O,)`` over ``window.origins``: totals, ``elpd_i``, ``p_lfo_i``, the window."""
@@ -305,16 +356,16 @@ def _leave_out_masked(observed, coords, importance, groups, *values):
             *(np.asarray(v)[entries] for v in per_group),
         )
     if importance is not None:
-        indices, result, num_samples = importance
+        indices, result, accepted = importance
         indices = np.asarray(indices)
         chosen = np.isin(indices, entries)
         result = result._replace(
             **{
                 field: np.asarray(getattr(result, field))[chosen]
-                for field in ("elpd", "pareto_k", "mcse", "mpe_proposal")
+                for field in ("elpd", "pareto_k", "mcse", "good_k", "proposal")
             }
         )
-        importance = (position[indices[chosen]], result, num_samples)
+        importance = (position[indices[chosen]], result, np.asarray(accepted)[chosen])
     coords = entries if coords is None else np.asarray(coords)[entries]
     return coords, importance, groups, examples, *(np.asarray(v)[entries] for v in values)
 
@@ -383,74 +434,55 @@ def make_elpd_data(
     coords: np.ndarray | None = None,
     groups: tuple | None = None,
     observed: np.ndarray | None = None,
+    estimator: np.ndarray | None = None,
 ) -> ELPDDataMPE:
     """Build an :class:`ELPDDataMPE` from pointwise arrays ``(N,)``, warning on poor ones.
 
-    ``importance`` is ``(indices, ImportanceLOO, num_samples)`` for ``method="is"``: those
-    examples' reliability no longer counts as poor; their Pareto k does. ``coords`` label
-    the entries (default ``0..N-1``). ``groups`` is ``(plate, codes, example_elpd)`` for
-    leave-group-out: the entries are groups labelled by ``coords`` and ``codes`` ``(N,)``
-    maps each example to one; ``example_elpd`` ``(N,)`` may be None (for
-    :func:`make_elpd_data` the tuple ends with the Newton decrements ``(G,)``).
-    ``observed`` (``PlateModel.observed_mask``: bool over the ``N`` examples, its first
-    ``N`` entries when longer) leaves out the examples masked out of the likelihood, and
-    the groups left without one: they are not data, so they count neither in
-    ``n_data_points`` nor in the standard error; the entries keep their labels (the
-    examples' indices by default).
+    ``estimator`` ``(N,)`` names the estimator of each closed-form value (default:
+    ``method`` for all). ``importance`` is ``(indices, ImportanceLOO, accepted)`` for
+    ``method="is"``: the importance estimates of the examples ``indices`` ``(M,)``, of
+    which those ``accepted`` ``(M,)`` replace the closed-form values (their estimator
+    becomes ``"is-shared"`` or ``"is-own"`` and their reliability no longer counts as
+    poor); the others keep theirs. ``coords`` label the entries (default ``0..N-1``).
+    ``groups`` is ``(plate, codes, example_elpd, newton_decrement)`` for leave-group-out:
+    the entries are groups labelled by ``coords``, ``codes`` ``(N,)`` maps each example to
+    one; ``example_elpd`` ``(N,)`` may be None. ``observed`` (``PlateModel.observed_mask``:
+    bool over the ``N`` examples, its first ``N`` entries when longer) leaves out the
+    examples masked out of the likelihood, and the groups left without one: they are not
+    data, so they count neither in ``n_data_points`` nor in the standard error; the
+    entries keep their labels (the examples' indices by default).
     """
+    if estimator is None:
+        estimator = np.full(np.size(elpd_i), method)
     examples = None
     if observed is not None:
-        coords, importance, groups, examples, elpd_i, lppd_i, reliability = _leave_out_masked(
-            observed, coords, importance, groups, elpd_i, lppd_i, reliability
+        masked = _leave_out_masked(
+            observed, coords, importance, groups, elpd_i, lppd_i, reliability, estimator
         )
-    elpd_i = np.asarray(elpd_i, dtype=float)
+        coords, importance, groups, examples, elpd_i, lppd_i, reliability, estimator = masked
+    elpd_i = np.array(elpd_i, dtype=float)  # a copy: importance estimates are written in
     lppd_i = np.asarray(lppd_i, dtype=float)
     reliability = np.asarray(reliability, dtype=float)
-    _check_finite(elpd_i=elpd_i, lppd_i=lppd_i, reliability=reliability)
+    estimator = np.asarray(estimator).astype(object)
+    diagnostic = reliability.copy()
     n = elpd_i.size
     corrected = np.zeros(n, bool)
     extra = {}
     if importance is not None:
-        indices, result, num_samples = importance
+        indices, result, accepted = importance
+        extra = _importance_fields(indices, result, accepted, dim, coords, groups is not None)
+        kept = np.asarray(indices)[accepted]
+        elpd_i[kept] = np.asarray(result.elpd, dtype=float)[accepted]
+        diagnostic[kept] = np.asarray(result.pareto_k, dtype=float)[accepted]
+        estimator[kept] = (
+            "group-is"
+            if groups is not None
+            else [f"is-{PROPOSALS[p]}" for p in np.asarray(result.proposal)[accepted]]
+        )
         # Per-example MPE-IS targets the exact leave-one-out posterior, so reliability no
         # longer matters there; the group correction integrates under the MPE cavity.
-        corrected[indices] = groups is None
-        pareto_k = np.asarray(result.pareto_k, dtype=float)
-        good_k = min(1 - 1 / np.log10(num_samples), 0.7)
-        mcse = np.asarray(result.mcse, dtype=float)
-        total_mcse = float(np.sqrt(np.sum(mcse**2)) + len(indices) * float(result.shared_mcse))
-        labels = indices if coords is None else np.asarray(coords)[indices]
-        extra = {
-            "importance_pareto_k": _pointwise(pareto_k, dim, "pareto_k", labels),
-            "importance_mcse": total_mcse,
-            "importance_mpe_proposal": _pointwise(
-                np.asarray(result.mpe_proposal), dim, "mpe_proposal", labels
-            ),
-            "importance_good_k": good_k,
-        }
-        if total_mcse > _MAX_IMPORTANCE_MCSE:
-            warnings.warn(
-                f"MPE-IS: the Monte Carlo standard error of the {len(indices)} "
-                f"importance-sampled elpd_i, summed, is {total_mcse:.2f} nats; use it on "
-                "the flagged examples only, or raise num_samples",
-                ReliabilityWarning,
-                stacklevel=3,
-            )
-        high = int(np.sum(~(pareto_k <= good_k)))
-        if high:
-            target = (
-                "their leave-one-out posterior"
-                if groups is None
-                else "the group's likelihood times its MPE cavity"
-            )
-            warnings.warn(
-                f"MPE-IS: {high} of {len(indices)} importance-sampled "
-                f"{'examples' if groups is None else 'groups'} have Pareto k above "
-                f"{good_k:.2f} (or not estimable): even the MPE proposal is not close "
-                f"enough to {target}; refit them (exact_loo)",
-                ParetoKWarning,
-                stacklevel=3,
-            )
+        corrected[kept] = groups is None
+    _check_finite(elpd_i=elpd_i, lppd_i=lppd_i, reliability=reliability)
     if groups is not None:
         plate, codes, example_elpd, decrement = groups
         extra.update(_group_fields(dim, coords, plate, codes, example_elpd, examples=examples))
@@ -485,11 +517,64 @@ def make_elpd_data(
         elpd_i=_pointwise(elpd_i, dim, "elpd_i", coords),
         lppd_i=_pointwise(lppd_i, dim, "lppd_i", coords),
         reliability=_pointwise(reliability, dim, "reliability", coords),
+        estimator=_pointwise(estimator.astype(str), dim, "estimator", coords),
+        estimator_diagnostic=_pointwise(diagnostic, dim, "estimator_diagnostic", coords),
         **extra,
         reliability_threshold=threshold,
         method=method,
         covariance=covariance,
     )
+
+
+def _importance_fields(indices, result, accepted, dim, coords, grouped: bool) -> dict:
+    """The ``importance_*`` fields of an :class:`ELPDDataMPE`, warning where the
+    importance estimates are rejected or their Monte Carlo error is large."""
+    indices = np.asarray(indices)
+    accepted = np.asarray(accepted, bool)
+    pareto_k = np.asarray(result.pareto_k, dtype=float)
+    good_k = np.asarray(result.good_k, dtype=float)
+    total_mcse = float(result.total_mcse)
+    labels = indices if coords is None else np.asarray(coords)[indices]
+    proposal = np.asarray([PROPOSALS[p] for p in np.asarray(result.proposal)], dtype=str)
+    fields = {
+        "importance_pareto_k": _pointwise(pareto_k, dim, "pareto_k", labels),
+        "importance_good_k": _pointwise(good_k, dim, "good_k", labels),
+        "importance_proposal": _pointwise(proposal, dim, "proposal", labels),
+        "importance_accepted": _pointwise(accepted, dim, "accepted", labels),
+        "importance_mcse": total_mcse,
+        "importance_pilot_k": float(result.pilot_pareto_k),
+    }
+    what = "groups" if grouped else "examples"
+    if total_mcse > _MAX_IMPORTANCE_MCSE:
+        warnings.warn(
+            f"MPE-IS: the Monte Carlo standard error of the {int(accepted.sum())} "
+            f"importance-sampled elpd_i kept, summed, is {total_mcse:.2f} nats; raise "
+            "num_samples",
+            ReliabilityWarning,
+            stacklevel=4,
+        )
+    high = ~(pareto_k <= good_k)
+    if high.any():
+        target = (
+            "the group's likelihood times its MPE cavity"
+            if grouped
+            else "their leave-one-out posterior"
+        )
+        outcome = (
+            ""
+            if grouped
+            else f" ({int(np.sum(high & ~accepted))} keep their closed-form value, "
+            f"{int(np.sum(high & accepted))} replace one whose reliability is also poor)"
+        )
+        warnings.warn(
+            f"MPE-IS: {int(high.sum())} of {indices.size} importance-sampled {what} have "
+            f"Pareto k above their threshold (max {np.nanmax(pareto_k):.2f}, or not "
+            f"estimable){outcome}: even the mixture proposal is not close enough to "
+            f"{target}; refit them (exact_loo)",
+            ParetoKWarning,
+            stacklevel=4,
+        )
+    return fields
 
 
 @dataclass(kw_only=True, repr=False)

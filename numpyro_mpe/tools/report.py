@@ -44,6 +44,7 @@ from numpyro_mpe.core.gaussian import draws_from_standard_normal
 from numpyro_mpe.core.model import ModelError, PlateModel, trace_model
 from numpyro_mpe.crossval.mpe_loo import loo
 from numpyro_mpe.crossval.psis import approximate_posterior_loo
+from numpyro_mpe.crossval.results import estimator_summary
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.perturbation.perturb import perturb
 from numpyro_mpe.perturbation.sensitivity import Sensitivity, sensitivity
@@ -340,7 +341,8 @@ def _summary_section(mpe, psis, plate_model, guide, notes) -> str:
             f"reliability <= {threshold}: {int(np.sum(reliability <= threshold))}; "
             f"> {threshold}: {int(np.sum((reliability > threshold) & (reliability < 1)))}; "
             f">= 1 (improper cavity): {int(np.sum(reliability >= 1))}; "
-            f"max {_number(reliability.max(), 3)}",
+            f"max {_number(reliability.max(), 3)}; estimators: "
+            f"{estimator_summary(mpe.estimator)}",
         ]
     ]
     if psis is not None:
@@ -383,7 +385,7 @@ def _summary_section(mpe, psis, plate_model, guide, notes) -> str:
 
 def _influential_section(order, sens: Sensitivity, mpe, psis, columns) -> str:
     shown = list(columns)[:_MAX_DATA_COLUMNS]
-    header = ["rank", "index", *shown, "elpd_i (MPE)"]
+    header = ["rank", "index", *shown, "elpd_i (MPE)", "estimator"]
     if psis is not None:
         header += ["elpd_i (PSIS)", "Pareto k"]
     header += ["reliability", "Mahalanobis shift", "max |shift| / sd", "coordinate"]
@@ -394,7 +396,13 @@ def _influential_section(order, sens: Sensitivity, mpe, psis, columns) -> str:
     standardized = np.asarray(sens.standardized_shift)
     rows = []
     for rank, i in enumerate(order, start=1):
-        row = [rank, int(i), *(_cell(columns[c][i]) for c in shown), _number(elpd_i[i])]
+        row = [
+            rank,
+            int(i),
+            *(_cell(columns[c][i]) for c in shown),
+            _number(elpd_i[i]),
+            str(np.asarray(mpe.estimator)[i]),
+        ]
         if psis is not None:
             row += [_number(np.asarray(psis.elpd_i)[i]), _number(np.asarray(psis.pareto_k)[i], 3)]
         worst = int(np.argmax(np.abs(standardized[i])))

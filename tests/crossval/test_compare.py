@@ -103,6 +103,7 @@ def test_table_against_numpy(results):
         "n_compared",
         "n_poor",
         "diagnostic",
+        "estimators",
         "seconds",
     ]
     exact_i = results["exact"].elpd_i.values
@@ -140,6 +141,9 @@ def test_poor_counts_and_diagnostics(results):
     assert table.loc["exact", "n_poor"] == 0
     assert table.loc["exact", "diagnostic"] == "-"
     assert str(table["n_poor"].dtype) == "Int64"
+    assert table.loc["mpe", "estimators"] == "cavity 3020"
+    assert table.loc["psis", "estimators"] == "psis"
+    assert table.loc["exact", "estimators"] == "refit"
 
 
 def test_seconds_missing_not_nan(results):

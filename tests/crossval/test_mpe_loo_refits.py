@@ -247,11 +247,13 @@ def test_results_leave_out_masked_examples_and_empty_groups():
     np.testing.assert_array_equal(groups.group_of_example.values, ["a", "a", "c"])
     np.testing.assert_allclose(groups.group_log_loss.values, [2.0, 5.0])
     importance = ImportanceLOO(
-        elpd=np.array([-1.0, -4.0]),
+        elpd=np.array([-4.0, -1.0]),
         pareto_k=np.array([0.1, 0.2]),
         mcse=np.array([0.01, 0.01]),
-        shared_mcse=np.zeros(()),
-        mpe_proposal=np.array([True, True]),
+        total_mcse=np.array(0.02),
+        good_k=np.array([0.7, 0.7]),
+        proposal=np.array([0, 1]),
+        pilot_pareto_k=np.array(0.1),
     )
     examples = make_elpd_data(
         np.arange(5.0) - 5,
@@ -261,10 +263,11 @@ def test_results_leave_out_masked_examples_and_empty_groups():
         threshold=0.7,
         method="is",
         covariance="dense",
-        importance=(np.array([1, 4]), importance, 1000),
+        importance=(np.array([1, 4]), importance, np.array([True, True])),
         observed=observed,
     )
     assert examples.n_data_points == 3 and not examples.warning  # 4 was importance-sampled
     np.testing.assert_array_equal(examples.elpd_i.coords["data"], [0, 2, 4])
     np.testing.assert_array_equal(examples.importance_pareto_k.coords["data"], [4])
+    np.testing.assert_array_equal(examples.estimator.values, ["is", "is", "is-own"])
     np.testing.assert_allclose(examples.se, np.sqrt(3 * np.var([-5.0, -3.0, -1.0])))

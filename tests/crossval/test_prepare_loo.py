@@ -51,5 +51,5 @@ def test_prepare_checks_before_any_params(kidiq_fit):
         mpe.prepare_loo(linear_model, guide, X, y, method="exact")
     with pytest.raises(ValueError, match=r"one label per example, shape \(434,\); got shape"):
         mpe.prepare_loo(linear_model, guide, X, y, groups=np.zeros(3))
-    with pytest.raises(ValueError, match="importance must be 'poor', 'all' or indices"):
+    with pytest.raises(ValueError, match="importance must be 'auto', 'poor', 'all' or indices"):
         mpe.prepare_loo(linear_model, guide, X, y, method="is", importance="some")
