@@ -115,6 +115,7 @@ _MAX_BATCH_VALUES = 2**24  # draws x examples held at once by one map step
 _MAX_SHARED_VALUES = 2**25  # draws x examples of the shared proposal in one call
 _EXACT_SPREAD = 1e-6
 _PILOT_DRAWS_PER_SAMPLE = 4
+_OWN_CHUNK = 4  # examples per call of own_mixture_core
 _MATCH_MAX_K = 0.7
 
 
@@ -689,17 +690,24 @@ def importance_loo(
 
     redo = np.flatnonzero(~(pareto_k <= good_pareto_k(num_draws)))
     if redo.size:
-        redo_padded = np.resize(indices[redo], _padded_count(redo.size))
         own_draws = OWN_DRAWS_PER_SAMPLE * num_samples
         own_options = {
             **common,
             "num_samples": own_draws,
-            "batch": max(1, min(redo_padded.size, _MAX_BATCH_VALUES // (own_draws * n))),
+            "batch": max(1, min(_OWN_CHUNK, _MAX_BATCH_VALUES // (own_draws * n))),
         }
-        inputs = (pilot.mean, pilot.precision, arrays, redo_padded, jax.random.fold_in(key, 2))
-        limit_compilations(own_mixture_core, inputs, own_options)
-        own = jax.device_get(own_mixture_core(*inputs, **own_options))
-        own_elpd, own_k, own_mcse = (np.asarray(v)[: redo.size] for v in own)
+        own_key = jax.random.fold_in(key, 2)
+        own = []
+        # Fixed chunks: however many examples need their own proposal, one compilation.
+        for start in range(0, redo.size, _OWN_CHUNK):
+            chunk = np.resize(indices[redo[start : start + _OWN_CHUNK]], _OWN_CHUNK)
+            inputs = (pilot.mean, pilot.precision, arrays, chunk, own_key)
+            limit_compilations(own_mixture_core, inputs, own_options)
+            own.append(jax.device_get(own_mixture_core(*inputs, **own_options)))
+        own_elpd, own_k, own_mcse = (
+            np.concatenate([np.asarray(part[field]) for part in own])[: redo.size]
+            for field in range(3)
+        )
         better = own_k < pareto_k[redo]
         chosen = redo[better]
         # Independent draws: their errors add in quadrature to the shared draws' (whose

@@ -194,7 +194,7 @@ IMPORTANCE_DECREMENT = 0.05
 
 #: ``importance="auto"`` samples every example when the fitted Gaussian's evidence misses
 #: the pilot's by more than this (nats): measured 0.3-0.45 on a near-separable logistic
-#: regression whose cavity errs by 1.3 nats in total, below 0.01 on roaches and wells.
+#: regression whose cavity errs by 1.2 nats in total, below 0.01 on roaches and wells.
 IMPORTANCE_EVIDENCE_GAP = 0.1
 
 _GOOD_PILOT_K = 0.7
