@@ -628,6 +628,7 @@ def importance_loo(
     First the shared mixture proposal for all of them (``SHARED_DRAWS_PER_SAMPLE *
     num_samples`` common draws), then each example's own proposal where the shared
     ``k`` exceeds :func:`good_pareto_k`; the estimate with the smaller ``k`` is kept.
+    When the pilot found the fit exact (``k = -inf``), :func:`exact_proposal_core`.
 
     Parameters
     ----------
@@ -641,7 +642,8 @@ def importance_loo(
         From :func:`run_pilot`: ``q*`` and the pilot's Pareto ``k``.
     indices : numpy.ndarray of int, shape (M,)
     num_samples : int
-        Draws per example for the own proposals, at least 2.
+        At least 2: the shared proposal takes ``max(16000, 80 x num_samples)`` draws and
+        each own proposal ``8 x num_samples``.
     seed : int
 
     Returns
