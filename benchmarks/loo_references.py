@@ -62,22 +62,28 @@ Cross-checks (``--cross-check``, not needed to write the CSVs):
    ``log mean_s p(y_i | theta_s)``) for the 6 most influential examples: the largest
    ``p_loo_i = lppd_i - elpd_i``, ``lppd_i`` from the full-data NUTS draws (the largest
    PSIS k are at examples with ``p(y_i | theta) = 1`` to rounding, where ArviZ's tail fit
-   is meaningless).
+   is meaningless);
+4. roaches, every ``log Z - log Z_{-i}`` by tensor Gauss-Hermite quadrature
+   (``gauss_hermite_loo``; the posterior has 4 dimensions), 10^4 and 12^4 nodes.
 
-Results (written 2026-12-02, float64, this 2-core machine under load):
+Results (2026-12-02, float64; also in ``tests/references/README.md``):
 
-- roaches: total -5478.94 (MCSE 0.037), largest k -0.17; the issue's -5479.15 came from
-  a shared ``log Z`` whose error enters every example;
-- breast cancer: total -42.563 (MCSE 0.022), largest k 0.47;
-- breast cancer, PSIS-LOO from NUTS (8000 draws) on the 448 examples with PSIS k < 0.5:
-  sum of differences -0.18, largest 0.031, rms z-score 1.00 (PSIS total -42.62);
-- breast cancer, NUTS refits of the 6 examples of largest PSIS k: differences -0.050
-  to +0.018, |z| at most 1.97.
+- roaches: total -5478.936 (MCSE 0.037), largest MCSE 0.0069, largest k -0.17.
+  Quadrature: -5478.9705 (10^4 and 12^4 nodes agree to 1e-12); reference minus
+  quadrature +0.034 in total (0.9 MCSE), at most 0.0069 per example, rms z 0.96. The
+  issue's -5479.15 is 0.18 below the quadrature value;
+- breast cancer: total -42.543 (MCSE 0.022), largest MCSE 0.0075, largest k 0.43;
+- breast cancer, PSIS-LOO from NUTS (8000 draws) on the 448 examples with PSIS k < 0.5
+  or NaN: largest |difference| 0.026, rms z 0.93, sum of differences -0.21 (PSIS total
+  -42.62);
+- breast cancer, NUTS refits of the 6 most influential examples (297, 213, 190, 73, 40,
+  38): differences -0.045 (z -1.8, at elpd -6.83, where a refit's log of a mean is
+  biased low) to +0.014, the others within 1.5 joint MCSE.
 
 Usage::
 
-    python benchmarks/loo_references.py                 # both CSVs (about 10 min for roaches)
-    python benchmarks/loo_references.py --cross-check   # and the NUTS cross-checks (+8 min)
+    python benchmarks/loo_references.py                 # both CSVs (45 min, 2 busy CPUs)
+    python benchmarks/loo_references.py --cross-check   # and the cross-checks (+3 min)
     python benchmarks/loo_references.py --cases --cross-check      # cross-checks alone
     python benchmarks/loo_references.py --num-draws 20000 --max-draws 20000 --out /tmp/loo
 """
@@ -600,7 +606,9 @@ def main(argv=None) -> None:
     print(f"references: {time.perf_counter() - begin:.0f} s")
     if args.cross_check:
         references = {
-            name: np.genfromtxt(args.out / CASES[name][0], delimiter=",", names=True, dtype=None)
+            name: np.genfromtxt(
+                args.out / CASES[name][0], delimiter=",", names=True, dtype=None, encoding="utf-8"
+            )
             for name in CASES
         }
         _cross_check(references, args)

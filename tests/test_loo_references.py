@@ -17,8 +17,8 @@ CASES = {
     "roaches": ("loo_roaches_exact.csv", 262),
     "breast_cancer": ("loo_breast_cancer_exact.csv", 569),
 }
-# The references' MCSE per example (delta method, 100,000 adaptive Student-t draws) is at
-# most about 0.005; 0.02 is the most a reference may carry and still check a method to 0.1.
+# The references' MCSE per example (delta method, 20,000 or 100,000 draws) is at most
+# 0.0075; 0.02 is the most a reference may carry and still check a method to 0.1.
 MAX_MCSE = 0.02
 # A recomputation and a reference are independent estimates (other seed), each with an
 # MCSE from the delta method and k < 0.5 (finite variance, so the error is near normal):
