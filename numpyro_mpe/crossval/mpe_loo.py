@@ -344,7 +344,9 @@ def loo(
         coordinate holding the labels, plus ``example_elpd`` (``log p(y_i |
         y_{-G(i)})`` over the plate, with a predictor), ``group_log_loss`` (its negative
         mean per group: the leave-one-class-out loss for classifiers),
-        ``group_of_example`` and ``group_newton_decrement`` (warned about above 0.1).
+        ``group_of_example``, ``group_newton_decrement`` (above 0.1 the group is
+        corrected by Newton steps to its leave-group-out Laplace posterior, and warned
+        about), ``group_newton_steps`` and ``group_corrected_decrement``.
 
     Warns
     -----
@@ -664,7 +666,14 @@ def _leave_group_out_at(
         method=used,
         covariance=guide.covariance,
         importance=importance,
-        groups=(plate_model.plate, codes, result.example_elpd, result.newton_decrement),
+        groups=(
+            plate_model.plate,
+            codes,
+            result.example_elpd,
+            result.newton_decrement,
+            result.newton_steps,
+            result.corrected_decrement,
+        ),
         observed=plate_model.observed_mask,
     )
 

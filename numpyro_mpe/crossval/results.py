@@ -11,6 +11,7 @@ import xarray as xr
 from arviz_stats.utils import ELPDDataLFO, ELPDDataLOO
 
 from numpyro_mpe.crossval.importance import PROPOSALS
+from numpyro_mpe.crossval.newton_correction import CORRECTION_TOL, group_decrement_message
 from numpyro_mpe.crossval.psis import ParetoKWarning
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
 
 
 _MAX_IMPORTANCE_MCSE = 0.5
-_MAX_GROUP_DECREMENT = 0.1
 
 
 class ReliabilityWarning(UserWarning):
@@ -57,11 +57,13 @@ class ELPDDataMPE(ELPDDataLOO):
         cavity's fallback where the reliability reaches 1), ``"laplace"`` (the
         parameter-space form), ``"laplace-plug-in"`` (its fallback), ``"is-shared"`` /
         ``"is-own"`` (MPE-IS with the shared or the example's own mixture proposal),
-        ``"conjugate"`` (exact), and for groups ``"group-cavity"``, ``"group-is"``.
+        ``"conjugate"`` (exact), and for groups ``"group-cavity"``, ``"group-newton"``
+        (Newton-corrected to the leave-group-out Laplace posterior), ``"group-is"``.
     estimator_diagnostic : DataArray
         That estimator's diagnostic: the reliability value for the closed forms (good
         below ``reliability_threshold``), the Pareto k for importance estimates (good at
-        most ``importance_good_k``).
+        most ``importance_good_k``), the final Newton decrement for ``"group-newton"``
+        (good below ``1e-8``).
     importance_pareto_k : DataArray
         ``method="is"``: Pareto k of each importance-sampled example (coordinate: the
         example indices), kept or not; None otherwise.
@@ -92,7 +94,16 @@ class ELPDDataMPE(ELPDDataLOO):
     group_newton_decrement : DataArray
         Leave-group-out: the Newton decrement of the log joint without the group at the
         MPE cavity mean (0 when the cavity is the leave-group-out Laplace posterior);
-        above 0.1 the group's values are warned about.
+        above 0.1 the group is corrected by Newton steps (``"cavity"`` and ``"is"``) and
+        warned about.
+    group_newton_steps : DataArray of int
+        Leave-group-out: the Newton steps taken from the cavity mean to the group's
+        leave-group-out mode (0 where the one-step decrement is at most 0.1, and for
+        ``method="paper"``).
+    group_corrected_decrement : DataArray
+        Leave-group-out: the decrement where the group's value was computed (after
+        ``group_newton_steps`` steps); below ``1e-8`` the value is that of the
+        leave-group-out Laplace posterior.
     """
 
     _display_kind: ClassVar[str] = "loo_mpe"
@@ -114,6 +125,8 @@ class ELPDDataMPE(ELPDDataLOO):
     example_elpd: xr.DataArray = None
     group_log_loss: xr.DataArray = None
     group_newton_decrement: xr.DataArray = None
+    group_newton_steps: xr.DataArray = None
+    group_corrected_decrement: xr.DataArray = None
 
     def _header(self):
         what = "observations" if self.group_of_example is None else "groups (left out whole)"
@@ -444,13 +457,15 @@ def make_elpd_data(
     which those ``accepted`` ``(M,)`` replace the closed-form values (their estimator
     becomes ``"is-shared"`` or ``"is-own"`` and their reliability no longer counts as
     poor); the others keep theirs. ``coords`` label the entries (default ``0..N-1``).
-    ``groups`` is ``(plate, codes, example_elpd, newton_decrement)`` for leave-group-out:
-    the entries are groups labelled by ``coords``, ``codes`` ``(N,)`` maps each example to
-    one; ``example_elpd`` ``(N,)`` may be None. ``observed`` (``PlateModel.observed_mask``:
-    bool over the ``N`` examples, its first ``N`` entries when longer) leaves out the
-    examples masked out of the likelihood, and the groups left without one: they are not
-    data, so they count neither in ``n_data_points`` nor in the standard error; the
-    entries keep their labels (the examples' indices by default).
+    ``groups`` is ``(plate, codes, example_elpd, newton_decrement, newton_steps,
+    corrected_decrement)`` for leave-group-out (the last three as in
+    :class:`~numpyro_mpe.crossval.groups.GroupLOO`): the entries are groups labelled by
+    ``coords``, ``codes`` ``(N,)`` maps each example to one; ``example_elpd`` ``(N,)`` may
+    be None. Groups with Newton steps become ``"group-newton"`` estimates. ``observed``
+    (``PlateModel.observed_mask``: bool over the ``N`` examples, its first ``N`` entries
+    when longer) leaves out the examples masked out of the likelihood, and the groups left
+    without one: they are not data, so they count neither in ``n_data_points`` nor in the
+    standard error; the entries keep their labels (the examples' indices by default).
     """
     if estimator is None:
         estimator = np.full(np.size(elpd_i), method)
@@ -468,9 +483,29 @@ def make_elpd_data(
     n = elpd_i.size
     corrected = np.zeros(n, bool)
     extra = {}
+    if groups is not None:
+        plate, codes, example_elpd, decrement, steps, final = groups
+        extra.update(_group_fields(dim, coords, plate, codes, example_elpd, examples=examples))
+        decrement = np.asarray(decrement, dtype=float)
+        steps = np.asarray(steps, dtype=np.int32)
+        final = np.asarray(final, dtype=float)
+        extra["group_newton_decrement"] = _pointwise(decrement, dim, "newton_decrement", coords)
+        extra["group_newton_steps"] = _pointwise(steps, dim, "newton_steps", coords)
+        extra["group_corrected_decrement"] = _pointwise(final, dim, "corrected_decrement", coords)
+        newton = steps > 0
+        estimator[newton] = "group-newton"
+        diagnostic[newton] = final[newton]
+        # Converged to the leave-group-out Laplace posterior: the one-step cavity's
+        # reliability no longer describes the value.
+        corrected |= newton & (final < CORRECTION_TOL)
+        message = group_decrement_message(decrement, steps, final)
+        if message is not None:
+            warnings.warn(message, ReliabilityWarning, stacklevel=3)
     if importance is not None:
         indices, result, accepted = importance
-        extra = _importance_fields(indices, result, accepted, dim, coords, groups is not None)
+        extra.update(
+            _importance_fields(indices, result, accepted, dim, coords, groups is not None)
+        )
         kept = np.asarray(indices)[accepted]
         elpd_i[kept] = np.asarray(result.elpd, dtype=float)[accepted]
         diagnostic[kept] = np.asarray(result.pareto_k, dtype=float)[accepted]
@@ -480,24 +515,10 @@ def make_elpd_data(
             else [f"is-{PROPOSALS[p]}" for p in np.asarray(result.proposal)[accepted]]
         )
         # Per-example MPE-IS targets the exact leave-one-out posterior, so reliability no
-        # longer matters there; the group correction integrates under the MPE cavity.
-        corrected[kept] = groups is None
+        # longer matters there; the group correction integrates under the cavity (or the
+        # Newton-corrected Gaussian, already counted above).
+        corrected[kept] |= groups is None
     _check_finite(elpd_i=elpd_i, lppd_i=lppd_i, reliability=reliability)
-    if groups is not None:
-        plate, codes, example_elpd, decrement = groups
-        extra.update(_group_fields(dim, coords, plate, codes, example_elpd, examples=examples))
-        decrement = np.asarray(decrement, dtype=float)
-        extra["group_newton_decrement"] = _pointwise(decrement, dim, "newton_decrement", coords)
-        far = ~(decrement <= _MAX_GROUP_DECREMENT)
-        if far.any():
-            warnings.warn(
-                f"{int(far.sum())} of {n} groups have a Newton decrement above "
-                f"{_MAX_GROUP_DECREMENT} (max {np.nanmax(decrement):.3g}): removing them "
-                "moves the posterior beyond what one MPE step captures; their leave-group-"
-                "out values are unreliable (refit them: exact_loo(..., groups=...))",
-                ReliabilityWarning,
-                stacklevel=3,
-            )
     what = "examples" if groups is None else "groups"
     poor = int(np.sum((reliability > threshold) & ~corrected))
     if poor:

@@ -49,6 +49,7 @@ from numpyro_mpe.core.options import COVARIANCES, Covariance, check_choice
 __all__ = [
     "EXTRAS",
     "NaturalGradientOptimizer",
+    "PrecisionAverage",
     "cached_by_settings",
     "check_count",
     "check_loss_fn",
@@ -65,6 +66,8 @@ __all__ = [
     "is_traced",
     "learning_rate",
     "newton_decrement",
+    "start_precision_average",
+    "update_precision_average",
 ]
 
 EXTRAS = ("rng_key", "num_examples", "gauss_newton_fn")
@@ -106,6 +109,8 @@ class NaturalGradientOptimizer(NamedTuple):
         (:func:`check_schedule`); None for optimizers without one.
     max_lr : float
         Largest rate the optimizer accepts (1 for a precision average, ``inf`` for iBLR).
+    name : str or None
+        The factory's name in :mod:`numpyro_mpe.optim` (``"iblr"``), for messages.
     """
 
     init: Callable
@@ -117,6 +122,7 @@ class NaturalGradientOptimizer(NamedTuple):
     full_batch_only: bool = False
     lr: float | Callable | None = None
     max_lr: float = math.inf
+    name: str | None = None
 
 
 _MAX_CACHED_OPTIMIZERS = 64
@@ -433,3 +439,92 @@ def dense_or_diag(precision: jax.Array, covariance: Covariance) -> jax.Array:
     if covariance == "dense":
         return precision if precision.ndim == 2 else jnp.diag(precision)
     return jnp.diag(precision) if precision.ndim == 2 else precision
+
+
+class PrecisionAverage(NamedTuple):
+    """What a stochastic optimizer's precision average has forgotten and how noisy it is.
+
+    A precision step ``S_{t+1} = (1 - beta_t) S_t + beta_t S_hat_t`` (plus iBLR's
+    ``beta_t^2`` term) makes ``S_T = w S_0 + sum_t w_t S_hat_t`` with weights ``w_t =
+    beta_t prod_{u > t} (1 - beta_u)`` and ``w = prod_t (1 - beta_t)``.
+
+    Attributes
+    ----------
+    initial_precision : jax.Array, shape (P,) or (P, P)
+        ``S_0``.
+    initial_weight : jax.Array, shape ()
+        ``w``: 1 at the start.
+    square_weight : jax.Array, shape ()
+        ``sum_t w_t^2``: the average holds ``1 / square_weight`` estimates' worth of
+        noise.
+    spread : jax.Array, shape (P,) or ()
+        The ``w_t``-weighted average (renormalised) of the estimates' squared relative
+        deviations from the precision they updated: ``((s_hat - s) / s)^2`` per entry
+        (diag), ``||L^-1 (S_hat - S) L^-T||_F^2`` with ``S = L L^T`` (dense).
+    """
+
+    initial_precision: jax.Array
+    initial_weight: jax.Array
+    square_weight: jax.Array
+    spread: jax.Array
+
+
+def start_precision_average(precision: jax.Array) -> PrecisionAverage:
+    """The :class:`PrecisionAverage` of an initial precision ``(P,)`` or ``(P, P)``."""
+    dtype = precision.dtype
+    spread = jnp.zeros((), dtype) if precision.ndim == 2 else jnp.zeros_like(precision)
+    return PrecisionAverage(precision, jnp.ones((), dtype), jnp.zeros((), dtype), spread)
+
+
+def _whitened(cholesky: jax.Array, matrix: jax.Array) -> jax.Array:
+    """``L^-1 A L^-T`` for a symmetric ``A`` ``(P, P)`` and lower-triangular ``L``."""
+    half = jax.scipy.linalg.solve_triangular(cholesky, matrix, lower=True)
+    return jax.scipy.linalg.solve_triangular(cholesky, half.T, lower=True)
+
+
+def update_precision_average(
+    average: PrecisionAverage,
+    rate: jax.Array,
+    precision: jax.Array,
+    estimate: jax.Array,
+    new_precision: jax.Array,
+) -> tuple[PrecisionAverage, jax.Array, jax.Array]:
+    """Account for one precision step at ``rate``; ``(average, initial_bias, error)``.
+
+    ``initial_bias``: how far ``S_0`` still pulls the new precision ``S`` from the
+    average ``S_bar`` of the estimates, relative to ``S``. From ``S = w S_0 + (1 - w)
+    S_bar``, ``S - S_bar = w / (1 - w) (S_0 - S)``; measured as ``max_j |.|_j / s_j``
+    (diag) or ``||L^-1 (.) L^-T||_F`` (dense, ``S = L L^T``). ``error``: the estimated
+    relative Monte Carlo standard error ``sqrt(square_weight * spread / (1 - w))`` (diag:
+    the largest entry's). Estimates taken while the mean still moved deviate more and count
+    as noise, so it stays large until a run has settled.
+
+    Parameters
+    ----------
+    average : PrecisionAverage
+    rate : jax.Array, shape ()
+        ``beta_t`` in ``(0, 1]``.
+    precision, estimate, new_precision : jax.Array, shape (P,) or (P, P)
+        ``S_t``, ``S_hat_t`` (symmetric) and ``S_{t+1}``.
+
+    Returns
+    -------
+    tuple of PrecisionAverage, jax.Array (shape ()), jax.Array (shape ())
+    """
+    if precision.ndim == 2:
+        deviation = jnp.sum(_whitened(jnp.linalg.cholesky(precision), estimate - precision) ** 2)
+        gap = _whitened(
+            jnp.linalg.cholesky(new_precision), average.initial_precision - new_precision
+        )
+        distance = jnp.sqrt(jnp.sum(gap**2))
+    else:
+        deviation = ((estimate - precision) / precision) ** 2
+        distance = jnp.max(jnp.abs(average.initial_precision - new_precision) / new_precision)
+    weight = average.initial_weight * (1 - rate)
+    square_weight = (1 - rate) ** 2 * average.square_weight + rate**2
+    spread = (1 - rate) * average.spread + rate * deviation
+    average = PrecisionAverage(average.initial_precision, weight, square_weight, spread)
+    # The estimates weigh 1 - w in all: spread / (1 - w) is their mean squared deviation.
+    estimates_weight = jnp.maximum(1 - weight, jnp.finfo(weight.dtype).tiny)
+    error = jnp.sqrt(square_weight * jnp.max(spread) / estimates_weight)
+    return average, weight / estimates_weight * distance, error

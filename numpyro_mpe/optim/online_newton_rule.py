@@ -184,4 +184,5 @@ def online_newton(
         reports_convergence=True,
         lr=lr,
         max_lr=1.0,
+        name="online_newton",
     )

@@ -18,6 +18,7 @@ from numpyro_mpe.core.options import (
 )
 from numpyro_mpe.optim.base import (
     NaturalGradientOptimizer,
+    PrecisionAverage,
     cached_by_settings,
     check_count,
     check_loss_fn,
@@ -30,6 +31,8 @@ from numpyro_mpe.optim.base import (
     dense_or_diag,
     initial_precision,
     learning_rate,
+    start_precision_average,
+    update_precision_average,
 )
 
 __all__ = ["VONInfo", "VONState", "von"]
@@ -47,12 +50,16 @@ class VONState(NamedTuple):
         Number of updates taken (the argument of a learning-rate schedule).
     rng_key : jax.Array
         Key of the next step's draws (used when ``update`` gets no ``rng_key``).
+    average : PrecisionAverage
+        The initial precision, the weight ``prod_t (1 - rho_t)`` it still carries and the
+        estimates' noise (:class:`~numpyro_mpe.optim.base.PrecisionAverage`).
     """
 
     mean: jax.Array
     precision: jax.Array
     step: jax.Array
     rng_key: jax.Array
+    average: PrecisionAverage
 
 
 class VONInfo(NamedTuple):
@@ -77,12 +84,24 @@ class VONInfo(NamedTuple):
         ``rtol`` (relative), as :func:`~numpyro_mpe.optim.online_newton`. With draws:
         never (a stochastic method runs its given number of steps), except after a
         step that lost positive definiteness.
+    initial_weight : jax.Array
+        ``prod_t (1 - rho_t)``, the weight the initial precision still carries.
+    initial_bias : jax.Array
+        How far the initial precision still pulls the precision from the average of the
+        estimates, relative to the precision
+        (:func:`~numpyro_mpe.optim.base.update_precision_average`).
+    precision_error : jax.Array
+        The precision's estimated relative Monte Carlo standard error (0 with
+        ``mc_samples=0``).
     """
 
     loss: jax.Array
     decrement: jax.Array
     positive_definite: jax.Array
     converged: jax.Array
+    initial_weight: jax.Array
+    initial_bias: jax.Array
+    precision_error: jax.Array
 
 
 def _symmetrise(matrix: jax.Array) -> jax.Array:
@@ -123,11 +142,13 @@ def von(
     diag), ``eps_k ~ N(0, I)``:
 
     - ``hessian="exact"``: ``H_hat = mean_k hess L(theta_k)`` (its diagonal for diag);
-    - ``hessian="price"``: Price's / the reparameterisation estimate
-      ``H_hat = sym(mean_k grad L(theta_k) (theta_k - m)^T S)``, ``sym(A) = (A + A^T) /
-      2``, unbiased because ``E_q[grad L (theta - m)^T] = E_q[hess L] S^-1`` (Stein); for
-      diag ``h_hat = mean_k grad L(theta_k) * (theta_k - m) * s``, the estimator of
-      :func:`~numpyro_mpe.optim.iblr`. Needs only gradients.
+    - ``hessian="price"``: Price's / the reparameterisation estimate with the current
+      precision as control variate, ``H_hat = S + sym(mean_k (grad L(theta_k) - S
+      delta_k) (S delta_k)^T)``, ``delta_k = theta_k - m``, ``sym(A) = (A + A^T) / 2``;
+      unbiased because ``E_q[grad L (theta - m)^T] = E_q[hess L] S^-1`` (Stein) and
+      ``E[S delta delta^T S] = S``, and without noise where ``L`` is quadratic with
+      Hessian ``S``. For diag ``h_hat = s + mean_k (grad L(theta_k) - s delta_k) * s
+      delta_k``, as :func:`~numpyro_mpe.optim.iblr`. Needs only gradients.
     - ``hessian="gauss_newton"``: ``H_hat = mean_k G(theta_k)`` with ``G`` the exact
       Hessian of the negative log prior plus the generalised Gauss-Newton matrix
       ``sum_i w_i J_i^T Lambda_i J_i`` of the likelihood terms (``J_i`` the Jacobian of
@@ -143,9 +164,15 @@ def von(
     (``hessian="exact"``; ``"gauss_newton"`` evaluates ``G`` at ``m``). The fixed point is
     then the Laplace posterior; with draws it is the variational Gaussian
     (``E_q[grad L] = 0``, ``S = E_q[hess L]``), equal to the exact posterior for a
-    Gaussian-linear model. A constant ``lr`` leaves Monte Carlo
-    noise of relative size ``~ sqrt(lr / mc_samples)`` in the iterates; a decaying
-    schedule (``lr(t) ~ 1 / t``) averages it out.
+    Gaussian-linear model. With draws, the dense family's ``g_hat = mean_k (grad
+    L(theta_k) - S delta_k)`` (the same control variate: only the loss's departure from
+    the quadratic model ``S`` is left as noise; the diagonal family keeps the plain mean,
+    since ``diag(s)`` models a correlated Hessian badly). A constant ``lr`` leaves Monte
+    Carlo noise of relative size ``~ sqrt(lr / mc_samples)`` in the diagonal iterates and
+    averages the precision over ``~1 / lr`` steps; a decaying schedule (``lr(t) ~ 1 /
+    t``) averages it out. :class:`VONInfo` reports the weight the initial precision
+    keeps and the precision's Monte Carlo error, and :meth:`~numpyro_mpe.BLR.run` warns
+    when they say the average has not settled (as for :func:`~numpyro_mpe.optim.iblr`).
 
     **Positive definiteness.** The step is a convex combination, so ``S`` stays positive
     definite whenever every ``H_hat`` is positive semi-definite (convex ``L``,
@@ -256,13 +283,16 @@ def von(
             whitened = noise * jnp.sqrt(precision)
         draws = mean + offsets
         gradients = jax.vmap(jax.grad(loss_fn))(draws)
-        gradient = jnp.mean(gradients, axis=0)
+        # S (theta - m), the gradient of the current quadratic model, has mean zero: a
+        # control variate (for the diagonal family, of Price's estimate only).
+        residuals = gradients - whitened
+        gradient = jnp.mean(residuals if dense else gradients, axis=0)
         if hessian != "price":
             estimate = jnp.mean(jax.vmap(lambda theta: hessian_at(curvature, theta))(draws), 0)
         elif dense:
-            estimate = _symmetrise(gradients.T @ whitened / mc_samples)
+            estimate = precision + _symmetrise(residuals.T @ whitened / mc_samples)
         else:
-            estimate = jnp.mean(gradients * whitened, axis=0)
+            estimate = precision + jnp.mean(residuals * whitened, axis=0)
         return gradient, estimate
 
     expectations = delta_method if mc_samples == 0 else monte_carlo
@@ -285,7 +315,8 @@ def von(
         if rng_key is not None:
             check_rng_key(rng_key, "von.init")
         key = jax.random.PRNGKey(0) if rng_key is None else rng_key
-        return VONState(mean, precision, jnp.zeros((), jnp.int32), key)
+        average = start_precision_average(precision)
+        return VONState(mean, precision, jnp.zeros((), jnp.int32), key, average)
 
     def update(
         state: VONState,
@@ -306,13 +337,14 @@ def von(
         # A state left indefinite by a rejected step is kept as it is (no NaN draws).
         usable = _is_positive_definite(state.precision)
         fallback = jnp.eye(state.mean.shape[0]) if dense else jnp.ones_like(state.mean)
-        safe = jnp.where(usable, state.precision, fallback.astype(state.mean.dtype))
-        gradient, estimate = expectations(loss_fn, curvature, state.mean, safe, step_key)
+        fallback = fallback.astype(state.mean.dtype)
+        safe_old = jnp.where(usable, state.precision, fallback)
+        gradient, estimate = expectations(loss_fn, curvature, state.mean, safe_old, step_key)
         precision = (1 - rho) * state.precision + rho * estimate
         positive = usable & _is_positive_definite(precision)
         precision = jnp.where(usable, precision, state.precision)
+        safe = jnp.where(positive, precision, fallback)
         if dense:
-            safe = jnp.where(positive, precision, fallback.astype(state.mean.dtype))
             direction = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(safe), True), gradient)
         else:
             direction = gradient / jnp.where(positive, precision, 1.0)
@@ -325,13 +357,23 @@ def von(
             converged = (decrement < tol) & (change <= rtol * jnp.max(jnp.abs(precision)))
         else:
             converged = jnp.zeros((), bool)
+        average, initial_bias, error = update_precision_average(
+            state.average, rho, safe_old, _symmetrise(estimate) if dense else estimate, safe
+        )
+        # A rejected step leaves the average as it was.
+        average = jax.tree.map(
+            lambda new, old: jnp.where(positive, new, old), average, state.average
+        )
         info = VONInfo(
             loss=loss_fn(mean),
             decrement=decrement,
             positive_definite=positive,
             converged=converged | ~positive,
+            initial_weight=average.initial_weight,
+            initial_bias=initial_bias,
+            precision_error=error if mc_samples else jnp.zeros_like(error),
         )
-        return VONState(mean, precision, state.step + 1, next_key), info
+        return VONState(mean, precision, state.step + 1, next_key, average), info
 
     def mean_precision(state: VONState, covariance: Covariance):
         check_state(state, VONState, "von.mean_precision")
@@ -346,4 +388,5 @@ def von(
         reports_convergence=mc_samples == 0,
         lr=lr,
         max_lr=1.0,
+        name="von",
     )

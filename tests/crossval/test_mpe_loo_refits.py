@@ -228,18 +228,31 @@ def test_results_leave_out_masked_examples_and_empty_groups():
     from numpyro_mpe.crossval.results import make_elpd_data
 
     observed = np.array([True, False, True, False, True])
-    groups = make_elpd_data(
-        np.array([-1.0, -2.0, -3.0]),
-        np.array([-0.5, -1.5, -2.5]),
-        np.zeros(3),
-        dim="group",
-        threshold=0.7,
-        method="group-cavity",
-        covariance="dense",
-        coords=np.array(["a", "b", "c"]),
-        groups=("data", np.array([0, 1, 0, 1, 2]), -np.array([1.0, 0, 3, 0, 5]), np.zeros(3)),
-        observed=observed,
-    )
+    with pytest.warns(mpe.ReliabilityWarning, match="1 were corrected by 6-6 Newton steps"):
+        groups = make_elpd_data(
+            np.array([-1.0, -2.0, -3.0]),
+            np.array([-0.5, -1.5, -2.5]),
+            np.zeros(3),
+            dim="group",
+            threshold=0.7,
+            method="group-cavity",
+            covariance="dense",
+            coords=np.array(["a", "b", "c"]),
+            groups=(
+                "data",
+                np.array([0, 1, 0, 1, 2]),
+                -np.array([1.0, 0, 3, 0, 5]),
+                np.array([0.0, 0.0, 20.0]),
+                np.array([0, 0, 6]),
+                np.array([0.0, 0.0, 1e-12]),
+            ),
+            observed=observed,
+        )
+    # Group "c" was Newton-corrected (its one-step decrement 20): a "group-newton" value
+    # whose diagnostic is the final decrement, and the warning says so.
+    np.testing.assert_array_equal(groups.estimator.values, ["group-cavity", "group-newton"])
+    np.testing.assert_allclose(groups.estimator_diagnostic.values, [0.0, 1e-12])
+    np.testing.assert_array_equal(groups.group_newton_steps.values, [0, 6])
     assert groups.n_data_points == 2  # group "b" has no observed example
     np.testing.assert_array_equal(groups.elpd_i.coords["group"], ["a", "c"])
     np.testing.assert_allclose(groups.elpd_i.values, [-1.0, -3.0])

@@ -3,6 +3,8 @@ driver's argument errors (raised before any work)."""
 
 from __future__ import annotations
 
+import re
+
 import jax
 import numpy as np
 import numpyro
@@ -59,9 +61,41 @@ def test_diverging_iblr_warns(x64):
     X, y = _small_logistic()
     guide = mpe.AutoGaussian(logistic_model, covariance="diag")
     blr = mpe.BLR(logistic_model, guide, optim.iblr(lr=optax.constant_schedule(1e6)))
-    with pytest.warns(mpe.ConvergenceWarning, match="the loss rose from 4.* to .*diverging"):
+    with pytest.warns(mpe.ConvergenceWarning, match=r"the loss rose from \d.* to .*diverging"):
         fit = blr.run(KEY, 30, X, y, progress_bar=False)
     assert not fit.converged
+
+
+def test_an_unsettled_precision_average_warns(x64):
+    """iBLR and VON with draws average their precision over the steps: on a full batch,
+    BLR.run warns, naming the optimizer, while the initial value still shows (weight
+    above 1/2, or a pull above 5% from the estimates' average) or the Monte Carlo error
+    is above 10%. Measured here: default iblr is silent from 30 steps (diag) or 100
+    (dense) on, von(0.01) from 100."""
+    X, y = _small_logistic()
+    cases = [
+        (optim.iblr(0.1), 10, r"weight 0.349 and shifts it by 1\d\.\d%"),
+        (optim.iblr(0.1, covariance="dense"), 30, r"Monte Carlo standard error is about 15"),
+        (optim.iblr(0.1, beta2=0.99999, hess_init=1.0), 100, r"carries weight 0.999 and"),
+        (optim.von(0.01, covariance="diag"), 30, r"carries weight 0.74 and shifts it by 1"),
+    ]
+    for optimizer, num_steps, message in cases:
+        guide = mpe.AutoGaussian(logistic_model, covariance=optimizer.covariance)
+        blr = mpe.BLR(logistic_model, guide, optimizer)
+        name = f"optim.{optimizer.name}"
+        with pytest.warns(
+            mpe.ConvergenceWarning, match=rf"{name} has not settled after {num_steps} steps: .*"
+        ) as record:
+            fit = blr.run(KEY, num_steps, X, y, progress_bar=False)
+        assert re.search(message, str(record[0].message)), str(record[0].message)
+        assert not fit.converged
+    # Long enough: silent (filterwarnings = error). Minibatch runs are not checked, as
+    # for the not-converged warning.
+    blr = mpe.BLR(
+        logistic_model, mpe.AutoGaussian(logistic_model, covariance="diag"), optim.iblr(0.1)
+    )
+    blr.run(KEY, 300, X, y, progress_bar=False)
+    blr.run(KEY, 10, X, y, batch_size=20, progress_bar=False)
 
 
 def test_a_negative_schedule_is_refused_before_the_run(x64):

@@ -74,11 +74,13 @@ def _errors(optimizer, state, exact_mean, exact_precision, covariance):
 
 
 # (optimizer, covariance, steps, start offset in sd, mean tolerance in sd, cov tolerance).
-# Measured here (seed 0): von exact dense 0.055 sd / 7e-5 (the precision is exact up to
-# prod(1 - rho_t)); von exact diag 0.084 sd / 4e-15; von price dense 0.007 sd / 0.009;
-# von price diag 0.038 sd / 0.063; online_newton diag (deterministic) 7e-10 sd / 4e-15;
-# iblr dense 0.069 sd / 0.021; iblr diag 0.011 sd / 0.026. Over seeds 0-4 (von price)
-# or 0-2 (the others) the largest were 0.12 sd (von exact diag, iblr diag) and 0.083
+# Measured here (seed 0): von exact dense 3.8e-5 sd / 7.4e-5 (the precision is exact up
+# to prod(1 - rho_t)); von exact diag 0.084 sd / 4e-15; von price dense 1.6e-8 sd /
+# 2.2e-9; von price diag 0.038 sd / 0.046; online_newton diag (deterministic) 7e-10 sd /
+# 4e-15; iblr dense 3.6e-5 sd / 3.9e-4; iblr diag 0.011 sd / 0.034. The dense rows are
+# exact up to float precision since the control variates (before: von exact 0.055 sd,
+# von price 0.007 / 0.009, iblr 0.069 / 0.021). Over seeds 0-4 (von price) or 0-2 (the
+# others), before them, the largest were 0.12 sd (von exact diag, iblr diag) and 0.083
 # (von price diag's precision); the tolerances leave ~2x margin.
 _KIDIQ_CASES = {
     "von-exact-dense": (
