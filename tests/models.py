@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from conftest import data_csv
+from conftest import data_csv, data_json
 
 #: Noise and prior scales of the Gaussian-linear kidiq model (``conftest.linear_model``).
 SIGMA, PRIOR_SCALE = 18.0, 10.0
@@ -142,3 +142,27 @@ def breast_cancer_model(X, y=None):
     weights = numpyro.sample("w", dist.Normal(0, 1).expand([X.shape[1]]).to_event(1))
     with numpyro.plate("data", X.shape[0]):
         numpyro.sample("y", dist.Bernoulli(logits=X @ weights), obs=y)
+
+
+#: Minnesota counties of posteriordb's radon_mn.
+NUM_COUNTIES = 85
+
+
+def radon():
+    """County codes (0-based), floor and log radon (posteriordb radon_mn, N = 919)."""
+    data = data_json("posteriordb/radon_mn.json")
+    county = np.asarray(data["county_idx"]) - 1
+    return county, np.asarray(data["floor_measure"], float), np.asarray(data["log_radon"], float)
+
+
+def radon_latent_scales(county, floor, y=None):
+    """Non-centered hierarchical county intercepts with latent scales: not conjugate."""
+    mu = numpyro.sample("mu", dist.Normal(0, 10))
+    beta = numpyro.sample("beta", dist.Normal(0, 10))
+    sigma_alpha = numpyro.sample("sigma_alpha", dist.HalfNormal(1))
+    sigma_y = numpyro.sample("sigma_y", dist.HalfNormal(1))
+    with numpyro.plate("counties", NUM_COUNTIES):
+        z = numpyro.sample("z", dist.Normal(0, 1))
+    with numpyro.plate("data", county.shape[0]):
+        loc = mu + sigma_alpha * z[county] + beta * floor
+        numpyro.sample("y", dist.Normal(loc, sigma_y), obs=y)
