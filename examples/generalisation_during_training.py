@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--plot", metavar="PATH", help="save the figure here")
     options = parser.parse_args(argv)
+    mpe.enable_compilation_cache()  # off with NUMPYRO_MPE_COMPILATION_CACHE=off
 
     X_train, y_train, X_test, y_test = split_data()
 

@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-warmup", type=int, default=1000)
     parser.add_argument("--plot", metavar="PATH", help="save the figure here")
     options = parser.parse_args(argv)
+    mpe.enable_compilation_cache()  # off with NUMPYRO_MPE_COMPILATION_CACHE=off
     results = run_all(options.horizon, options.num_samples, options.num_warmup)
     rows = table(results)
     print(f"{'':<34} {'elpd':>9} {'- NUTS':>8} {'max |d_t|':>9} {'refits':>6} {'s':>7}")

@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--out", default=str(Path(__file__).parents[1] / "docs" / "prior_selection.png")
     )
     options = parser.parse_args(argv)
+    mpe.enable_compilation_cache()  # off with NUMPYRO_MPE_COMPILATION_CACHE=off
     with jax.enable_x64(True):
         result = run(options.num_features)
     selection = result["selection"]

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--plot", metavar="PATH", help="save the pointwise plot here")
     parser.add_argument("--refits", type=int, default=300, help="examples to refit")
     options = parser.parse_args(argv)
+    mpe.enable_compilation_cache()  # off with NUMPYRO_MPE_COMPILATION_CACHE=off
 
     wells = load_wells()
     X, y = wells.design("dist100", "arsenic"), wells.switch

@@ -36,6 +36,7 @@ from numpyro_mpe.infer.optax_posterior import posterior_from_svi
 from numpyro_mpe.perturbation.perturb import perturb
 from numpyro_mpe.perturbation.removal import removal_weights
 from numpyro_mpe.perturbation.sensitivity import Sensitivity, sensitivity
+from numpyro_mpe.tools.compilation_cache import enable_compilation_cache
 from numpyro_mpe.tools.prior_selection import PriorSelection, plot_prior_selection, select_prior
 from numpyro_mpe.tools.report import report
 
@@ -61,6 +62,7 @@ __all__ = [
     "Sensitivity",
     "approximate_posterior_loo",
     "compare_loo",
+    "enable_compilation_cache",
     "exact_lfo",
     "exact_loo",
     "lfo",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -15,6 +16,11 @@ import pytest
 #: Real data and reference outputs the tests read, inside the repository (sources and
 #: licences in ``tests/data/README.md``).
 TEST_DATA = Path(__file__).resolve().parent / "data"
+
+# The command line and the examples keep compiled programs in a user cache folder
+# (numpyro_mpe.enable_compilation_cache); tests neither write nor read one, and neither do
+# the subprocesses they start, which inherit this.
+os.environ["NUMPYRO_MPE_COMPILATION_CACHE"] = "off"
 
 
 @contextlib.contextmanager

@@ -4765,6 +4765,21 @@ CASES = [
         ValueError,
         r"iblr_dense_precision_update: rate must be a scalar, got shape \(2,\)",
     ),
+    # ---- enable_compilation_cache: checked even when the cache is switched off
+    Case(
+        "enable_compilation_cache",
+        "directory_number",
+        lambda: mpe.enable_compilation_cache(3),
+        TypeError,
+        r"enable_compilation_cache: directory must be a path \(str or os.PathLike\), got int",
+    ),
+    Case(
+        "enable_compilation_cache",
+        "directory_is_a_file",
+        lambda: mpe.enable_compilation_cache(__file__),
+        ValueError,
+        r"enable_compilation_cache: '.*test_bad_inputs.py' exists and is not a folder",
+    ),
     # ---- datasets: the loaders take no input; Wells.design takes column names
     Case(
         "datasets.Wells.design",

@@ -33,6 +33,7 @@ from numpyro_mpe.core.options import COVARIANCES
 from numpyro_mpe.infer.blr import BLR
 from numpyro_mpe.infer.guide import AutoGaussian
 from numpyro_mpe.optim import newton
+from numpyro_mpe.tools.compilation_cache import CACHE_SWITCH, enable_compilation_cache
 from numpyro_mpe.tools.demo import main as demo_main
 from numpyro_mpe.tools.output import check_output_path
 from numpyro_mpe.tools.report import HTML_SUFFIXES, report
@@ -42,7 +43,8 @@ __all__ = ["load_columns", "load_model", "main", "model_arguments"]
 _USAGE = (
     "usage: numpyro-mpe demo [--num-samples N] [--num-warmup N] [--num-chains N]\n"
     "       numpyro-mpe report MODEL_FILE:FUNCTION --data FILE.csv [--out report.html]\n"
-    "                          [--force] [--covariance dense|diag] [--num-steps 50]"
+    "                          [--force] [--covariance dense|diag] [--num-steps 50]\n"
+    f"Compiled programs are kept in ~/.cache/numpyro_mpe/jax; {CACHE_SWITCH}=off turns that off."
 )
 
 _REPORT_DESCRIPTION = """\
@@ -322,12 +324,22 @@ def _report(namespace: argparse.Namespace) -> int:
     return 0
 
 
+def _start_compilation_cache() -> None:
+    """:func:`~numpyro_mpe.enable_compilation_cache` in its default folder; a folder that
+    cannot be made leaves the cache off, said on stderr."""
+    try:
+        enable_compilation_cache()
+    except ValueError as error:
+        print(f"numpyro-mpe: compilation cache off: {error}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch ``demo [options]`` or ``report MODEL_FILE:FUNCTION --data FILE.csv ...``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         print(_USAGE)
         return 2
+    _start_compilation_cache()
     if argv[0] == "demo":
         demo_main(argv[1:])
         return 0
