@@ -136,10 +136,12 @@ def test_exact_group_refits_equal_closed_form(radon, radon_fixed_fit, x64):
     np.testing.assert_allclose(refits.elpd_i.sel(group=7).values, expected, rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_leave_one_county_out_with_latent_scales_against_refits(radon, x64):
     """Against the 85 county refits of ``benchmarks/group_references.py``
     (``exact_loo(..., groups=county)``, 16000 draws each; 4 counties' tilted samplers
-    have Pareto k above 0.7, so their values carry up to about 0.05 of bias)."""
+    have Pareto k above 0.7: their values moved by up to 0.049 between 2000 and 16000
+    draws)."""
     county, floor, y = radon
     guide, fit = laplace_fit(radon_latent_scales, county, floor, y, num_steps=50)
     refits = county_refit_reference()
