@@ -1,0 +1,29 @@
+"""The accelerator scripts of ``benchmarks/`` run end to end at tiny sizes on CPU, so that
+they cannot rot between the sessions that have a GPU (each in its own process: they
+switch float64 on for the whole process)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_gpu_psis_runs_at_a_tiny_size():
+    settings = "--sizes 200 --draws 100 --dtypes float32 float64"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu_psis.py"), *settings.split()],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # The cross-check of the device against the CPU backend, then one row per dtype.
+    assert "cpu vs cpu, float64, 200 obs x 400 draws" in proc.stdout
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| float")]
+    assert [row.split("|")[1:4] for row in rows] == [
+        [" float32 ", " 200 ", " 400 "],
+        [" float64 ", " 200 ", " 400 "],
+    ]
