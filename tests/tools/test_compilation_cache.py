@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 import numpyro_mpe as mpe
 from numpyro_mpe.tools.compilation_cache import CACHE_SWITCH, default_cache_dir
@@ -17,6 +18,7 @@ from numpyro_mpe.tools.compilation_cache import CACHE_SWITCH, default_cache_dir
 SCRIPT = """
 import sys
 import jax
+import pytest
 import jax.numpy as jnp
 
 hits = []
@@ -92,3 +94,13 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_cache_dir() == tmp_path / ".cache" / "numpyro_mpe" / "jax"
+
+
+def test_a_folder_that_cannot_be_made_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv(CACHE_SWITCH)
+    (tmp_path / "file").write_text("")
+    before = jax.config.jax_compilation_cache_dir
+    folder = tmp_path / "file" / "cache"
+    with pytest.raises(ValueError, match=r"cannot create the cache folder '.*file/cache'"):
+        mpe.enable_compilation_cache(folder)
+    assert jax.config.jax_compilation_cache_dir == before
