@@ -27,3 +27,26 @@ def test_gpu_psis_runs_at_a_tiny_size():
         [" float32 ", " 200 ", " 400 "],
         [" float64 ", " 200 ", " 400 "],
     ]
+
+
+def test_gpu_mpe_runs_at_a_tiny_size():
+    # float64 at the size of the cross-check reuses its compiled programs.
+    settings = "--sizes 200 --check-size 200 --dtypes float32 float64"
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu_mpe.py"), *settings.split()],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # The cross-check of the device against the CPU backend, then one row per dtype.
+    check = next(line for line in proc.stdout.splitlines() if line.startswith("cpu vs cpu"))
+    assert check.startswith("cpu vs cpu, float64, 200 obs: max |diff| mean 0.00e+00")
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| float")]
+    assert [row.split("|")[1:3] for row in rows] == [
+        [" float32 ", " 200 "],
+        [" float64 ", " 200 "],
+    ]
+    # A finite elpd per row: elpd_loo_mpe of 200 examples, each below 0.
+    elpds = [float(row.split("|")[7]) for row in rows]
+    assert all(-200 * 5 < elpd < 0 for elpd in elpds)

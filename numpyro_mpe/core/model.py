@@ -227,8 +227,36 @@ def _argument_arrays(label: str, leaf: Any):
     if columns is not None and callable(getattr(leaf, "items", None)):  # a DataFrame
         for name, column in leaf.items():
             yield f"{label} column {name!r}", np.asarray(column)
+    elif _off_host(leaf):
+        yield label, leaf  # checked where it lives (check_finite_arguments)
     elif isinstance(leaf, (np.ndarray, jax.Array, float, complex)) or hasattr(leaf, "__array__"):
         yield label, np.asarray(leaf)
+
+
+def _off_host(leaf: Any) -> bool:
+    """A jax array that ``np.asarray`` would copy to the host (on an accelerator, or
+    sharded over several devices) or cannot (rows on other processes)."""
+    if not isinstance(leaf, jax.Array) or isinstance(leaf, jax.core.Tracer):
+        return False
+    devices = leaf.sharding.device_set
+    return (
+        not leaf.is_fully_addressable
+        or len(devices) > 1
+        or any(device.platform != "cpu" for device in devices)
+    )
+
+
+def _first_non_finite(array: jax.Array) -> tuple[int, ...] | None:
+    """Index of the first NaN or inf of a jax array, found on its devices (one reduction;
+    the index and value cross to the host only when there is one); None when all are
+    finite or the dtype is not inexact."""
+    if not jnp.issubdtype(array.dtype, jnp.inexact) or array.size == 0:
+        return None
+    finite = jnp.isfinite(array)
+    if bool(jnp.all(finite)):
+        return None
+    flat = int(jnp.argmin(finite.reshape(-1)))
+    return tuple(int(i) for i in np.unravel_index(flat, array.shape))
 
 
 def check_finite_arguments(args: tuple, kwargs: dict) -> None:
@@ -243,6 +271,14 @@ def check_finite_arguments(args: tuple, kwargs: dict) -> None:
     for label, value in named:
         for path, leaf in jax.tree_util.tree_leaves_with_path(value):
             for where, array in _argument_arrays(label + jax.tree_util.keystr(path), leaf):
+                if _off_host(array):
+                    index = _first_non_finite(array)
+                    if index is not None:
+                        value = np.asarray(jax.device_get(array[index]))
+                        raise ModelError(
+                            f"{where} contains {value} at index {index}; {_MISSING_DATA_ADVICE}."
+                        )
+                    continue
                 bad = _non_finite(array)
                 if bad is not None and bad.any():
                     index = tuple(int(i) for i in np.argwhere(bad)[0])

@@ -70,7 +70,9 @@ def _embedded_rule() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return nodes, weights, embedded
 
 
-def log_predictive(predictor: Predictor, mean: jax.Array, cov: jax.Array) -> jax.Array:
+def log_predictive(
+    predictor: Predictor, mean: jax.Array, cov: jax.Array, *, unroll: bool = True
+) -> jax.Array:
     """``log int p(y_i | f) N(f; mean_i, cov_i) df`` for all i: ``(N, K), (N, K, K) -> (N,)``.
 
     Closed form for a Normal observation with known variance (0 for the examples masked
@@ -78,6 +80,9 @@ def log_predictive(predictor: Predictor, mean: jax.Array, cov: jax.Array) -> jax
     component (``K = 1``), the adaptive rule of :func:`embedded_gauss_hermite` first,
     and the ``GAUSS_HERMITE_POINTS`` rule for every example when its error estimate
     exceeds the tolerance for some example. Beyond, :func:`gauss_hermite`.
+
+    ``unroll=False`` keeps every node loop rolled: a smaller program, compiled faster,
+    for paths that seldom run. The 20-node fallback of ``K = 1`` is always rolled.
     """
     if predictor.noise_variance is not None:
         variance = predictor.noise_variance + cov[:, 0, 0]
@@ -86,12 +91,14 @@ def log_predictive(predictor: Predictor, mean: jax.Array, cov: jax.Array) -> jax
         # An example masked out of the likelihood has p(y_i | f) = 1: its integral is 1.
         return density if predictor.mask is None else jnp.where(predictor.mask, density, 0.0)
     if mean.shape[1] != 1:
-        return gauss_hermite(predictor, mean, covariance_root(cov))
-    (density,), accurate = embedded_gauss_hermite(predictor, mean[:, 0], cov[:, 0, 0], ())
+        return gauss_hermite(predictor, mean, covariance_root(cov), unroll=unroll)
+    (density,), accurate = embedded_gauss_hermite(
+        predictor, mean[:, 0], cov[:, 0, 0], (), unroll=unroll
+    )
     return jax.lax.cond(
         jnp.all(accurate),
         lambda: density,
-        lambda: gauss_hermite(predictor, mean, covariance_root(cov)),
+        lambda: gauss_hermite(predictor, mean, covariance_root(cov), unroll=False),
     )
 
 
@@ -104,7 +111,10 @@ def log_predictive_pair(predictor, cavity_mean, cavity_cov, mean, cov, rows=None
     cavity's). The examples whose estimates exceed the tolerance are integrated again,
     each density on its own (:func:`log_predictive`): only those examples when there
     are at most ``REPAIRED_ROWS`` of them and ``rows`` (``indices (M,) -> Predictor`` of
-    those examples alone) is given, else all ``N``.
+    those examples alone) is given, else all ``N``. Only the first rule's node loop is
+    unrolled: the integrations again seldom run, and unrolled they would be most of the
+    compiled program (a 2-coefficient logistic ``loo`` compiled in 3.5 s; see
+    ``benchmarks/README.md``).
     """
     if predictor.noise_variance is not None or mean.shape[1] != 1:
         return (
@@ -117,8 +127,8 @@ def log_predictive_pair(predictor, cavity_mean, cavity_cov, mean, cov, rows=None
 
     def every_example():
         return (
-            log_predictive(predictor, cavity_mean, cavity_cov),
-            log_predictive(predictor, mean, cov),
+            log_predictive(predictor, cavity_mean, cavity_cov, unroll=False),
+            log_predictive(predictor, mean, cov, unroll=False),
         )
 
     size = min(REPAIRED_ROWS, mean.shape[0])
@@ -132,9 +142,11 @@ def log_predictive_pair(predictor, cavity_mean, cavity_cov, mean, cov, rows=None
             subset = rows(indices)
             return (
                 elpd.at[indices].set(
-                    log_predictive(subset, cavity_mean[indices], cavity_cov[indices])
+                    log_predictive(subset, cavity_mean[indices], cavity_cov[indices], unroll=False)
                 ),
-                lppd.at[indices].set(log_predictive(subset, mean[indices], cov[indices])),
+                lppd.at[indices].set(
+                    log_predictive(subset, mean[indices], cov[indices], unroll=False)
+                ),
             )
 
         def repair():
@@ -143,7 +155,7 @@ def log_predictive_pair(predictor, cavity_mean, cavity_cov, mean, cov, rows=None
     return jax.lax.cond(jnp.all(accurate), lambda: (elpd, lppd), repair)
 
 
-def embedded_gauss_hermite(predictor: Predictor, mean, variance, targets):
+def embedded_gauss_hermite(predictor: Predictor, mean, variance, targets, *, unroll=True):
     """``_ADAPTIVE_POINTS``-node Gauss-Hermite rule with an error estimate, ``K = 1``.
 
     Integrates ``p(y_i | f)`` against ``N(mean_i, variance_i)`` (both ``(N,)``) and, for
@@ -192,7 +204,7 @@ def embedded_gauss_hermite(predictor: Predictor, mean, variance, targets):
 
     zeros = jnp.zeros_like(shift)
     initial = tuple((zeros, zeros) for _ in range(len(targets) + 1))
-    totals, _ = jax.lax.scan(add, initial, (nodes, weights, embedded), unroll=True)
+    totals, _ = jax.lax.scan(add, initial, (nodes, weights, embedded), unroll=unroll or 1)
     tolerance = max(_ADAPTIVE_TOLERANCE, 100 * float(jnp.finfo(mean.dtype).eps))
     # A zero, infinite or NaN total gives a NaN or infinite error, which fails the test.
     accurate = jnp.all(
@@ -201,13 +213,16 @@ def embedded_gauss_hermite(predictor: Predictor, mean, variance, targets):
     return tuple(shift + jnp.log(total) for total, _ in totals), accurate
 
 
-def gauss_hermite(predictor: Predictor, mean: jax.Array, root: jax.Array) -> jax.Array:
+def gauss_hermite(
+    predictor: Predictor, mean: jax.Array, root: jax.Array, *, unroll: bool = True
+) -> jax.Array:
     """The ``GAUSS_HERMITE_POINTS`` (or Monte Carlo) rule, ``root`` from
-    :func:`covariance_root`: ``(N, K), (N, K, K) -> (N,)``."""
+    :func:`covariance_root`: ``(N, K), (N, K, K) -> (N,)``; ``unroll=False`` keeps the
+    node loop rolled (see :func:`log_predictive`)."""
     nodes, log_weights = _standard_normal_rule(mean.shape[1], mean.dtype)
     # Unrolled, the node loop runs about 2.5 times faster on CPU (the likelihood fuses
     # with the sum); beyond _MAX_UNROLL nodes, compilation time would grow instead.
-    unroll = True if nodes.shape[0] <= _MAX_UNROLL else 1
+    unroll = True if unroll and nodes.shape[0] <= _MAX_UNROLL else 1
 
     def term(node, log_weight):
         return predictor.log_lik(mean + jnp.einsum("nkl,l->nk", root, node)) + log_weight
@@ -228,7 +243,7 @@ def gauss_hermite(predictor: Predictor, mean: jax.Array, root: jax.Array) -> jax
             return jnp.logaddexp(running, term(*node_and_weight)), None
 
         initial = jnp.full_like(shift, -jnp.inf)
-        return jax.lax.scan(accumulate, initial, (nodes, log_weights), unroll=unroll)[0]
+        return jax.lax.scan(accumulate, initial, (nodes, log_weights))[0]  # seldom runs
 
     return jax.lax.cond(jnp.all(jnp.isfinite(shifted)), lambda: shifted, running_logsumexp)
 

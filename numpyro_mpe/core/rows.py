@@ -14,6 +14,7 @@ keeps compiled.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -39,6 +40,7 @@ __all__ = [
     "pad_examples",
     "pad_rows",
     "plan_row_slicing",
+    "row_tiles",
 ]
 
 # Plans by (model, plate, argument structure, array shapes and dtypes), like jax's own
@@ -218,12 +220,22 @@ def bucket_size(num_examples: int) -> int:
     return -(-num_examples // step) * step
 
 
+def row_tiles(array) -> int:
+    """Into how many blocks ``array``'s sharding splits its leading axis (1 for NumPy and
+    single-device arrays); a padded size must be a multiple of it to keep the sharding."""
+    if not isinstance(array, jax.Array) or jnp.ndim(array) == 0:
+        return 1
+    rows = array.sharding.shard_shape(array.shape)[0]
+    return array.shape[0] // rows if rows else 1
+
+
 def pad_rows(arrays: list, padded: tuple[bool, ...], size: int) -> list:
     """The arrays marked ``padded`` extended to ``size`` rows by repeats of their last row.
 
     Arrays in host memory (NumPy, or JAX on the CPU) are padded by NumPy, which compiles
     nothing; arrays on an accelerator by ``jnp.concatenate`` (a small compilation per
-    shape), to avoid a round trip through the host.
+    shape), to avoid a round trip through the host. An array sharded over several devices
+    keeps its sharding (``size`` must then be a multiple of :func:`row_tiles`).
     """
     result = []
     for array, pad in zip(arrays, padded, strict=True):
@@ -231,16 +243,19 @@ def pad_rows(arrays: list, padded: tuple[bool, ...], size: int) -> list:
             result.append(array)
             continue
         repeats = size - jnp.shape(array)[0]
-        on_host = not isinstance(array, jax.Array) or all(
-            device.platform == "cpu" for device in array.devices()
-        )
+        sharding = array.sharding if isinstance(array, jax.Array) else None
+        on_host = sharding is None or all(device.platform == "cpu" for device in array.devices())
         if on_host:
             values = np.asarray(array)
             tail = np.broadcast_to(values[-1:], (repeats, *values.shape[1:]))
-            result.append(jax.device_put(np.concatenate([values, tail])))
+            values = np.concatenate([values, tail])
         else:
             tail = jnp.broadcast_to(array[-1:], (repeats, *array.shape[1:]))
-            result.append(jnp.concatenate([array, tail]))
+            values = jnp.concatenate([array, tail])
+        if sharding is not None and len(sharding.device_set) > 1:
+            result.append(jax.device_put(values, sharding))
+        else:
+            result.append(values if isinstance(values, jax.Array) else jax.device_put(values))
     return result
 
 
@@ -293,6 +308,11 @@ def pad_examples(
     the model on the arguments as given (compiling for that size); padding is not tried
     again for those argument shapes. The checks at a padded
     size run once per bucket, so a new ``N`` in a known bucket compiles nothing.
+
+    Arrays sharded over devices along their rows (``jax.sharding.NamedSharding``) keep
+    their sharding: the padded size is ``bucket_size(N)`` rounded up to a multiple of the
+    number of row blocks (:func:`row_tiles`), so the per-example work stays split over the
+    devices.
     """
     arrays, static = split_arguments(args, kwargs)
     key = _structure_key(model, plate, arrays, static)
@@ -302,8 +322,10 @@ def pad_examples(
     num_examples = _PADDING[key]
     if num_examples is None:
         return None
-    size = bucket_size(num_examples)
     padded = leading_axis_mask(arrays, num_examples)
+    sharded = (row_tiles(array) for array, pad in zip(arrays, padded, strict=True) if pad)
+    tiles = math.lcm(1, *sharded)
+    size = -(-bucket_size(num_examples) // tiles) * tiles
     padded_arrays = pad_rows(arrays, padded, size)
     padded_args, padded_kwargs = join_arguments(padded_arrays, static)
     plan = None
