@@ -260,6 +260,15 @@ def _padded_count(count: int) -> int:
     return 3 * power // 4 if count <= 3 * power // 4 else power
 
 
+def _map(fn, xs, limit: int):
+    """``jax.lax.map(fn, xs)`` in vectorised batches of at most ``limit`` rows, the largest
+    size that divides the row count: ``lax.map`` would compile its body a second time for
+    a remainder, and vectorise it (loops and all) even for batches of one."""
+    rows = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    batch = next(b for b in range(max(1, min(limit, rows)), 0, -1) if rows % b == 0)
+    return jax.lax.map(fn, xs, batch_size=batch if batch > 1 else None)
+
+
 def _smoothed(log_ratios: jax.Array, num_samples: int):
     """Pareto-smoothed log ratios ``(S, B)`` (shifted: at most 0), the shift ``(B,)`` and
     the Pareto ``k`` ``(B,)``; ``k = -inf`` where a column's ratios agree to within
@@ -358,10 +367,8 @@ def _mixture_draws(key, components: MixtureComponents, num_draws: int):
             offset = standard_normal / factor
         return components.means[index] + offset
 
-    theta = jax.lax.map(draw, (which, z), batch_size=batch)
-    log_density = jax.lax.map(
-        lambda t: _mixture_log_density(t[None], components)[0], theta, batch_size=batch
-    )
+    theta = _map(draw, (which, z), batch)
+    log_density = _map(lambda t: _mixture_log_density(t[None], components)[0], theta, batch)
     return theta, log_density
 
 
@@ -377,7 +384,7 @@ def pilot_core(mean, precision, arrays, rng_key, *, model, static, plate, num_dr
     plate_model = _traced(arrays, model, static, plate)
     standard_normal = jax.random.normal(rng_key, (num_draws, mean.shape[0]), mean.dtype)
     theta, log_q = draws_from_standard_normal(standard_normal, mean, precision / PILOT_INFLATION)
-    log_joint = jax.lax.map(plate_model.log_joint, theta, batch_size=min(num_draws, 1024))
+    log_joint = _map(plate_model.log_joint, theta, 1024)
     smoothed, shift, pareto_k = _smoothed((log_joint - log_q)[:, None], num_draws)
     log_evidence = shift[0] + jax.scipy.special.logsumexp(smoothed[:, 0]) - jnp.log(num_draws)
     # Ratios to the fit itself all equal (to 1e-6 nats): the fit is the exact posterior
@@ -422,7 +429,7 @@ def _removals(plate_model, mean, precision, indices):
         loo_mean, loo_precision = perturb_mean_precision(mean, precision, plate_model.log_lik, eps)
         return loo_mean, loo_precision, _is_positive_definite(loo_precision)
 
-    return jax.lax.map(removal, indices, batch_size=min(indices.shape[0], 64))
+    return _map(removal, indices, 64)
 
 
 def _kl_to_base(means, precisions, mean, precision):
@@ -487,7 +494,7 @@ def shared_mixture_core(
         log_lik = plate_model.log_lik(t)
         return plate_model.log_prior(t) + jnp.sum(log_lik), log_lik[indices]
 
-    log_joint, log_lik = jax.lax.map(terms, theta, batch_size=batch)
+    log_joint, log_lik = _map(terms, theta, batch)
     elpd, pareto_k, mcse, draw_terms = _ratio_estimates(
         log_joint, log_lik, log_proposal, num_draws
     )
@@ -530,7 +537,7 @@ def own_mixture_core(
         )
         return elpd[0], k[0], mcse[0]
 
-    return jax.lax.map(one, (indices, loo_means, loo_precisions, valid), batch_size=batch)
+    return _map(one, (indices, loo_means, loo_precisions, valid), batch)
 
 
 @partial(jax.jit, static_argnames=("model", "static", "plate", "num_samples", "batch"))
@@ -572,7 +579,7 @@ def exact_proposal_core(
         log_z_loo, k, mcse = log_normalizer(log_ratios, num_samples)
         return log_evidence - log_z_loo[0], k[0], mcse[0]
 
-    return jax.lax.map(one, (indices, loo_means, loo_precisions, valid), batch_size=batch)
+    return _map(one, (indices, loo_means, loo_precisions, valid), batch)
 
 
 def _exact_proposal_loo(pilot, arrays, indices, padded, key, common, num_samples, n):
