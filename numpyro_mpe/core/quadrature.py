@@ -113,8 +113,8 @@ def log_predictive_pair(predictor, cavity_mean, cavity_cov, mean, cov, rows=None
     are at most ``REPAIRED_ROWS`` of them and ``rows`` (``indices (M,) -> Predictor`` of
     those examples alone) is given, else all ``N``. Only the first rule's node loop is
     unrolled: the integrations again seldom run, and unrolled they would be most of the
-    compiled program (a 2-coefficient logistic ``loo`` compiled in 3.5 s instead of 1.7 s;
-    ``docs/scale.md``).
+    compiled program (a 2-coefficient logistic ``loo`` compiled in 3.5 s; see
+    ``benchmarks/README.md``).
     """
     if predictor.noise_variance is not None or mean.shape[1] != 1:
         return (

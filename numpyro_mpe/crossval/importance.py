@@ -263,14 +263,9 @@ def _padded_count(count: int) -> int:
 def _map(fn, xs, limit: int):
     """``jax.lax.map(fn, xs)`` in vectorised batches of at most ``limit`` rows, the largest
     size that divides the row count: ``lax.map`` would compile its body a second time for
-    a remainder, and vectorise it (loops and all) even for batches of one. When that
-    divisor is under half the limit (a count such as ``4 x 997``), batches of ``limit``
-    and a remainder instead: a second compilation rather than many small steps."""
+    a remainder, and vectorise it (loops and all) even for batches of one."""
     rows = jax.tree_util.tree_leaves(xs)[0].shape[0]
-    largest = max(1, min(limit, rows))
-    batch = next(b for b in range(largest, 0, -1) if rows % b == 0)
-    if 2 * batch < largest:
-        batch = largest
+    batch = next(b for b in range(max(1, min(limit, rows)), 0, -1) if rows % b == 0)
     return jax.lax.map(fn, xs, batch_size=batch if batch > 1 else None)
 
 

@@ -242,19 +242,3 @@ def test_impossible_or_poor_importance_estimates_keep_the_closed_form(wells, mon
     table = mpe.compare_loo({"cavity": cavity, "is": result})
     assert table.loc["is", "estimators"] == "cavity 3019, is-shared 1"
     assert table.loc["cavity", "estimators"] == "cavity 3020"
-
-
-@pytest.mark.parametrize("rows, limit", [(16000, 1040), (4 * 997, 1024), (4, 3), (5, 64)])
-def test_batched_map_equals_lax_map(rows, limit, x64):
-    """``_map`` (batches dividing the count, or batches of ``limit`` and a remainder when
-    no divisor reaches half of it) gives ``lax.map``'s values for every row."""
-    from numpyro_mpe.crossval.importance import _map
-
-    xs = (jax.numpy.arange(rows, dtype=float), jax.numpy.ones((rows, 2)))
-
-    def fn(inputs):
-        value, row = inputs
-        return jax.numpy.sin(value) * row.sum()
-
-    expected = jax.lax.map(fn, xs)
-    np.testing.assert_allclose(jax.jit(lambda xs: _map(fn, xs, limit))(xs), expected, rtol=1e-15)
