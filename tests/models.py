@@ -53,6 +53,23 @@ def eight_schools_closed_form(sigma, y, keep, tau=5.0):
     return np.linalg.solve(precision, rhs), precision
 
 
+def mom_work_design():
+    """``(X, y)``: intercept, mom_hs, scaled mom_iq and kid_score; mom_work in 0..3
+    (posteriordb kidiq_with_mom_work, N = 434)."""
+    data = data_json("posteriordb/kidiq_with_mom_work.json")
+    kid_score = np.asarray(data["kid_score"], float)
+    X = np.stack(
+        [
+            np.ones_like(kid_score),
+            np.asarray(data["mom_hs"], float),
+            (np.asarray(data["mom_iq"], float) - 100) / 15,
+            (kid_score - 87) / 20,
+        ],
+        axis=1,
+    )
+    return X, np.asarray(data["mom_work"]) - 1
+
+
 def mom_work_softmax(X, y=None):
     weights = numpyro.sample("w", dist.Normal(0, 1).expand([X.shape[1], 4]).to_event(2))
     with numpyro.plate("data", X.shape[0]):

@@ -2305,6 +2305,13 @@ CASES = [
     ),
     Case(
         "sensitivity",
+        "keep_shifts_not_bool",
+        lambda: sensitivity(keep_shifts="yes"),
+        TypeError,
+        r"keep_shifts must be a bool or None, got 'yes'",
+    ),
+    Case(
+        "sensitivity",
         "plate_unknown",
         lambda: sensitivity(plate="rows"),
         ModelError,

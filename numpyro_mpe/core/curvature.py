@@ -40,7 +40,9 @@ __all__ = [
     "gauss_newton_matrix",
     "gradient_hessian",
     "group_terms",
+    "jacobian_rows",
     "likelihood_curvature",
+    "map_example_blocks",
     "per_example_gradients",
     "per_example_hessian_diagonals",
     "per_example_hessians",
@@ -230,6 +232,17 @@ def prediction_space_covariances(predictor_fn: Callable, mean, precision, lam):
     return v, cavity, reliability
 
 
+def jacobian_rows(rows: Callable, mean: jax.Array, indices: jax.Array) -> jax.Array:
+    """``J_i`` ``(B, K, P)`` of the examples ``indices`` ``(B,)``, each by ``K`` reverse
+    passes through the model on that example's rows alone; ``rows(indices) ->
+    Predictor`` as :func:`numpyro_mpe.core.rows.sliced_predictor` builds it."""
+
+    def one(index):
+        return jax.jacrev(lambda theta: rows(index[None]).fn(theta))(mean)[0]
+
+    return jax.vmap(one)(indices)
+
+
 def row_covariances(row_jacobian: Callable, num_examples: int, precision, lam):
     """As :func:`prediction_space_covariances`, from per-example Jacobian rows.
 
@@ -240,10 +253,6 @@ def row_covariances(row_jacobian: Callable, num_examples: int, precision, lam):
     """
     dense = is_dense(precision)
     size, k = precision.shape[0], lam.shape[1]
-    chunk = int(min(num_examples, max(1, _ROW_BLOCK_VALUES // (k * size))))
-    num_blocks = -(-num_examples // chunk)
-    # The last block repeats the last example; the repeats are dropped below.
-    blocks = jnp.minimum(jnp.arange(num_blocks * chunk), num_examples - 1)
     if dense:
         cholesky = jnp.linalg.cholesky(precision)
     else:
@@ -256,7 +265,7 @@ def row_covariances(row_jacobian: Callable, num_examples: int, precision, lam):
             # V_i = (L^-1 J_i^T)^T (L^-1 J_i^T) with S = L L^T, one solve for the block.
             whitened = jax.scipy.linalg.solve_triangular(
                 cholesky, rows.reshape(-1, size).T, lower=True
-            ).reshape(size, chunk, k)
+            ).reshape(size, indices.shape[0], k)
             v = jnp.einsum("pbk,pbl->bkl", whitened, whitened)
             return v, *dense_cavity(v, curvature)
         if k == 1:
@@ -274,8 +283,22 @@ def row_covariances(row_jacobian: Callable, num_examples: int, precision, lam):
         cavity = jnp.einsum("bkp,blp->bkl", rows / (precision - removed)[:, None, :], rows)
         return v, cavity, jnp.max(removed / precision, axis=1)
 
-    results = jax.lax.map(block, blocks.reshape(num_blocks, chunk))
-    return tuple(r.reshape((-1, *r.shape[2:]))[:num_examples] for r in results)
+    return map_example_blocks(block, num_examples, k * size)
+
+
+def map_example_blocks(block_fn: Callable, num_examples: int, values_per_example: int):
+    """``block_fn(indices (B,))`` over all examples in blocks, outputs joined ``(N, ...)``.
+
+    ``B`` is chosen so that a block holds about ``2^20`` of the values that
+    ``values_per_example`` counts (``K P`` for Jacobian rows): memory ``O(B K P)``, one
+    ``lax.map`` step per block. The last block repeats the last example where ``N`` is not
+    a multiple of ``B``; the repeats are dropped.
+    """
+    chunk = int(min(num_examples, max(1, _ROW_BLOCK_VALUES // max(1, values_per_example))))
+    num_blocks = -(-num_examples // chunk)
+    blocks = jnp.minimum(jnp.arange(num_blocks * chunk), num_examples - 1)
+    results = jax.lax.map(block_fn, blocks.reshape(num_blocks, chunk))
+    return jax.tree.map(lambda r: r.reshape((-1, *r.shape[2:]))[:num_examples], results)
 
 
 def dense_cavity(v, lam):

@@ -41,6 +41,7 @@ __all__ = [
     "pad_rows",
     "plan_row_slicing",
     "row_tiles",
+    "sliced_predictor",
 ]
 
 # Plans by (model, plate, argument structure, array shapes and dtypes), like jax's own
@@ -104,6 +105,25 @@ def gather_rows(arrays: list, plan: MinibatchPlan, indices: jax.Array) -> list:
         jnp.take(a, indices, axis=0) if gathered else a
         for a, gathered in zip(arrays, plan.gathered, strict=True)
     ]
+
+
+def sliced_predictor(model, arrays: list, static: tuple, plate, names, gathered) -> Callable:
+    """``indices (B,) -> Predictor`` of the model run on those examples' rows alone.
+
+    ``gathered`` (from :func:`plan_row_slicing`) says which array arguments hold one row per
+    example; ``names`` are the predictor's (:attr:`Predictor.names`), so the search for it
+    is not repeated.
+    """
+
+    def rows(indices):
+        sliced = [
+            jnp.take(a, indices, axis=0) if g else a for a, g in zip(arrays, gathered, strict=True)
+        ]
+        row_args, row_kwargs = join_arguments(sliced, static)
+        row_model = trace_model(model, *row_args, plate=plate, with_predictor=names, **row_kwargs)
+        return row_model.predictor
+
+    return rows
 
 
 def plan_row_slicing(model, plate, args, kwargs, full: PlateModel) -> MinibatchPlan:

@@ -44,6 +44,7 @@ from numpyro_mpe.core.curvature import (
     DIRECTIONS_PER_STEP,
     MAX_HESSIAN_BYTES,
     check_hessian_stack,
+    jacobian_rows,
     likelihood_curvature,
     per_example_gradients,
     per_example_hessians,
@@ -72,6 +73,7 @@ from numpyro_mpe.core.rows import (
     cached_row_slicing,
     limit_compilations,
     pad_examples,
+    sliced_predictor,
 )
 from numpyro_mpe.crossval.groups import group_codes, group_loo_core
 from numpyro_mpe.crossval.importance import (
@@ -239,22 +241,8 @@ def loo_core(mean, precision, arrays, *, model, static, plate, names, method, ga
         return _laplace_loo(plate_model.log_lik, mean, precision)
     row_jacobian = rows = None
     if gathered is not None:
-
-        def rows(indices):
-            """The predictor of the model run on the examples ``indices`` alone."""
-            sliced = [
-                jnp.take(a, indices, axis=0) if g else a
-                for a, g in zip(arrays, gathered, strict=True)
-            ]
-            row_args, row_kwargs = join_arguments(sliced, static)
-            return trace_model(
-                model, *row_args, plate=plate, with_predictor=names, **row_kwargs
-            ).predictor
-
-        @jax.vmap
-        def row_jacobian(index):
-            return jax.jacrev(lambda theta: rows(index[None]).fn(theta))(mean)[0]  # (K, P)
-
+        rows = sliced_predictor(model, arrays, static, plate, names, gathered)
+        row_jacobian = partial(jacobian_rows, rows, mean)
     return predictor_loo(
         plate_model.predictor,
         mean,

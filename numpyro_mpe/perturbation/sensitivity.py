@@ -7,8 +7,13 @@ Removing example ``i`` from ``q = N(m, S^-1)`` by the memory-perturbation equati
 
     \\delta_i = m^{\\setminus i} - m = (S - H_i)^{-1} g_i,
 
-with ``g_i = grad l_i(m)`` and ``H_i = hess l_i(m)`` of ``l_i = -log p(y_i | theta)``
-(``diag(H_i)`` for the diagonal family). Where ``S - H_i`` is not positive definite
+with ``g_i = grad l_i(m)`` of ``l_i = -log p(y_i | theta)`` and ``H_i`` its curvature
+(``diag(H_i)`` for the diagonal family): when the observation is driven by a predictor
+``f_i(theta)`` (:class:`numpyro_mpe.Predictor`), ``H_i = J_i^T Lambda_i J_i`` with ``J_i =
+d f_i / d theta`` and ``Lambda_i = d^2 l_i / d f^2``, the curvature
+:func:`numpyro_mpe.loo` uses (exact for a predictor linear in ``theta``, its Gauss-Newton
+part for a network), computed from one Jacobian row per example; without a predictor,
+the exact ``hess l_i(m)``. Where ``S - H_i`` is not positive definite
 (the example carries all the information about some direction) the first-order
 influence ``S^-1 g_i`` is used instead and the example is flagged. In the conjugate case
 (Gaussian likelihood, linear in ``theta``, known variance) ``delta_i`` is the exact
@@ -17,10 +22,10 @@ difference of the posterior means with and without example ``i``.
 Each shift is also given in posterior-sd units per latent coordinate, ``delta_i / sd``,
 and summarised per example by ``max_p |delta_ip / sd_p|`` and the Mahalanobis norm
 ``sqrt(delta_i^T S delta_i)`` (in posterior standard deviations along the direction of
-the shift). When the observation is driven by a predictor ``f_i(theta)``
-(:class:`numpyro_mpe.Predictor`), the shift of the example's own prediction is
-``J_i delta_i``, ``J_i = d f_i / d theta`` at ``m``: the first-order change of
-``f_i(m + delta_i) - f_i(m)``, exact for a predictor linear in ``theta``.
+the shift). With a predictor, the shift of the example's own prediction is ``J_i
+delta_i``: the first-order change of ``f_i(m + delta_i) - f_i(m)``, exact for a
+predictor linear in ``theta``, and the move of ``loo``'s cavity mean. For large ``P``
+(a network) only these summaries are returned, not the ``(N, P)`` shifts.
 """
 
 from __future__ import annotations
@@ -35,17 +40,26 @@ import numpy as np
 from jax.scipy.linalg import cho_solve
 
 from numpyro_mpe.core.curvature import (
+    DIRECTIONS_PER_STEP,
+    MAX_HESSIAN_BYTES,
     check_hessian_stack,
+    dense_cavity,
+    jacobian_rows,
+    likelihood_curvature,
+    map_example_blocks,
     per_example_gradients,
     per_example_hessian_diagonals,
     per_example_hessians,
 )
 from numpyro_mpe.core.gaussian import is_dense, precision_solve
 from numpyro_mpe.core.model import join_arguments, split_arguments, trace_model
-from numpyro_mpe.core.rows import limit_compilations
+from numpyro_mpe.core.rows import cached_row_slicing, limit_compilations, sliced_predictor
 from numpyro_mpe.infer.guide import AutoGaussian
 
-__all__ = ["Sensitivity", "latent_names", "sensitivity"]
+__all__ = ["MAX_SHIFT_BYTES", "Sensitivity", "latent_names", "sensitivity"]
+
+MAX_SHIFT_BYTES = 256 * 1024**2
+"""Largest ``(N, P)`` shift array :func:`sensitivity` returns by default."""
 
 
 class Sensitivity(NamedTuple):
@@ -53,13 +67,18 @@ class Sensitivity(NamedTuple):
 
     Attributes
     ----------
-    shift : jax.Array
+    shift : jax.Array or None
         ``(N, P)`` ``delta_i = m^{\\i} - m``, the move of the mean when example ``i`` is
-        removed (unconstrained latent space).
-    standardized_shift : jax.Array
-        ``(N, P)`` ``delta_i / sd``, with ``sd`` the posterior standard deviations.
+        removed (unconstrained latent space); None when not kept (``keep_shifts``).
+    standardized_shift : jax.Array or None
+        ``(N, P)`` ``delta_i / sd``, with ``sd`` the posterior standard deviations; None
+        with ``shift``.
     max_abs_standardized_shift : jax.Array
         ``(N,)`` ``max_p |delta_ip / sd_p|``.
+    largest_coordinate : jax.Array
+        ``(N,)`` int32, the coordinate ``p`` of that maximum.
+    largest_standardized_shift : jax.Array
+        ``(N,)`` ``delta_ip / sd_p`` at that coordinate (signed).
     mahalanobis : jax.Array
         ``(N,)`` ``sqrt(delta_i^T S delta_i)``.
     prediction_shift : jax.Array or None
@@ -76,9 +95,11 @@ class Sensitivity(NamedTuple):
         The plate of examples.
     """
 
-    shift: jax.Array
-    standardized_shift: jax.Array
+    shift: jax.Array | None
+    standardized_shift: jax.Array | None
     max_abs_standardized_shift: jax.Array
+    largest_coordinate: jax.Array
+    largest_standardized_shift: jax.Array
     mahalanobis: jax.Array
     prediction_shift: jax.Array | None
     first_order: jax.Array
@@ -138,37 +159,101 @@ def _diag_shifts(log_lik, mean, precision, gradients):
     return gradients / safe, ~proper
 
 
-def _prediction_shift(predictor_fn: Callable, mean: jax.Array, shift: jax.Array) -> jax.Array:
-    """``J_i delta_i`` ``(N, K)``: one Jacobian-vector product per latent coordinate."""
-    _, jvp = jax.linearize(predictor_fn, mean)
-    eye = jnp.eye(mean.shape[0], dtype=mean.dtype)
+def _predictor_shifts(rows, e, lam, precision, cholesky):
+    """``delta_i = (S - J_i^T Lambda_i J_i)^-1 J_i^T e_i`` for a block of examples.
 
-    def add(total, inputs):
-        direction, weights = inputs  # (P,), (N,)
-        return total + jvp(direction) * weights[:, None], None
+    ``rows`` ``(B, K, P)``, ``e`` ``(B, K)``, ``lam`` ``(B, K, K)``; ``cholesky`` the
+    factor ``L`` of a dense ``S = L L^T`` (None for a diagonal ``S``). Dense: by the
+    push-through identity ``delta_i = S^-1 J_i^T (I - Lambda_i V_i)^-1 e_i`` with ``V_i =
+    J_i S^-1 J_i^T``, ``(K, K)`` solves only, proper where ``Lambda_i V_i`` has no
+    eigenvalue at or above 1 (:func:`dense_cavity`), which is where ``S - J_i^T Lambda_i
+    J_i`` is positive definite. Returns ``(shift (B, P), first_order (B,), mahalanobis
+    (B,))``.
+    """
+    gradients = jnp.einsum("bkp,bk->bp", rows, e)
+    if cholesky is None:
+        removed = jnp.sum(rows * jnp.einsum("bkl,blp->bkp", lam, rows), axis=1)  # (B, P)
+        proper = jnp.all(precision - removed > 0, axis=1)
+        shift = gradients / jnp.where(proper[:, None], precision - removed, precision)
+        return shift, ~proper, jnp.sqrt(jnp.sum(shift**2 * precision, axis=1))
+    size, (count, k) = precision.shape[0], e.shape
+    whitened = jax.scipy.linalg.solve_triangular(
+        cholesky, rows.reshape(-1, size).T, lower=True
+    ).reshape(size, count, k)  # L^-1 J_i^T
+    v = jnp.einsum("pbk,pbl->bkl", whitened, whitened)
+    _, reliability = dense_cavity(v, lam)
+    proper = reliability < 1.0
+    eye = jnp.eye(k, dtype=e.dtype)
+    solved = jnp.linalg.solve(eye - lam @ v, e[..., None])[..., 0]
+    weights = jnp.where(proper[:, None], solved, e)
+    whitened_shift = jnp.einsum("pbk,bk->pb", whitened, weights)  # L^-1 J_i^T u_i = L^T delta_i
+    shift = jax.scipy.linalg.solve_triangular(cholesky.T, whitened_shift, lower=False).T
+    return shift, ~proper, jnp.linalg.norm(whitened_shift, axis=0)
 
-    f = predictor_fn(mean)
-    total, _ = jax.lax.scan(add, jnp.zeros_like(f), (eye, shift.T))
-    return total
+
+def _summaries(shift, sd, first_order, mahalanobis, prediction, keep_shifts):
+    """The per-example summaries of :class:`Sensitivity` from a block of shifts."""
+    standardized = shift / sd
+    largest = jnp.argmax(jnp.abs(standardized), axis=1)
+    signed = jnp.take_along_axis(standardized, largest[:, None], axis=1)[:, 0]
+    summary = {
+        "max_abs_standardized_shift": jnp.abs(signed),
+        "largest_coordinate": largest.astype(jnp.int32),
+        "largest_standardized_shift": signed,
+        "mahalanobis": mahalanobis,
+        "first_order": first_order,
+        "prediction_shift": prediction,
+    }
+    if keep_shifts:
+        summary["shift"] = shift
+    return summary
 
 
-@partial(jax.jit, static_argnames=("model", "static", "plate", "names"))
-def _sensitivity_core(mean, precision, arrays, *, model, static, plate, names):
+@partial(jax.jit, static_argnames=("model", "static", "plate", "names", "gathered", "keep_shifts"))
+def _sensitivity_core(
+    mean, precision, arrays, *, model, static, plate, names, gathered, keep_shifts
+):
     args, kwargs = join_arguments(arrays, static)
     plate_model = trace_model(model, *args, plate=plate, with_predictor=names or False, **kwargs)
-    gradients = per_example_gradients(plate_model.log_lik, mean)
-    if is_dense(precision):
-        shift, first_order = _dense_shifts(plate_model.log_lik, mean, precision, gradients)
+    dense = is_dense(precision)
+    if dense:
         variance = jnp.diag(precision_solve(precision, jnp.eye(mean.shape[0], dtype=mean.dtype)))
-        mahalanobis = jnp.sqrt(jnp.einsum("np,pq,nq->n", shift, precision, shift))
     else:
-        shift, first_order = _diag_shifts(plate_model.log_lik, mean, precision, gradients)
         variance = 1.0 / precision
-        mahalanobis = jnp.sqrt(jnp.sum(shift**2 * precision, axis=1))
-    prediction = None
-    if names is not None:
-        prediction = _prediction_shift(plate_model.predictor.fn, mean, shift)
-    return shift, first_order, jnp.sqrt(variance), mahalanobis, prediction
+    sd = jnp.sqrt(variance)
+    if names is None:
+        gradients = per_example_gradients(plate_model.log_lik, mean)
+        if dense:
+            shift, first_order = _dense_shifts(plate_model.log_lik, mean, precision, gradients)
+            mahalanobis = jnp.sqrt(jnp.einsum("np,pq,nq->n", shift, precision, shift))
+        else:
+            shift, first_order = _diag_shifts(plate_model.log_lik, mean, precision, gradients)
+            mahalanobis = jnp.sqrt(jnp.sum(shift**2 * precision, axis=1))
+        return sd, _summaries(shift, sd, first_order, mahalanobis, None, keep_shifts)
+    predictor = plate_model.predictor
+    e, lam = likelihood_curvature(predictor, predictor.fn(mean))
+    if gathered is None:
+        jacobian = jax.jacfwd(predictor.fn)(mean)  # (N, K, P), P passes over all N
+
+        def rows_of(indices):
+            return jacobian[indices]
+
+    else:
+        rows_of = partial(
+            jacobian_rows, sliced_predictor(model, arrays, static, plate, names, gathered), mean
+        )
+    cholesky = jnp.linalg.cholesky(precision) if dense else None
+
+    def block(indices):
+        rows = rows_of(indices)
+        shift, first_order, mahalanobis = _predictor_shifts(
+            rows, e[indices], lam[indices], precision, cholesky
+        )
+        prediction = jnp.einsum("bkp,bp->bk", rows, shift)
+        return _summaries(shift, sd, first_order, mahalanobis, prediction, keep_shifts)
+
+    size, k = mean.shape[0], e.shape[1]
+    return sd, map_example_blocks(block, plate_model.num_examples, k * size)
 
 
 def sensitivity(
@@ -177,6 +262,7 @@ def sensitivity(
     params: dict,
     *args: Any,
     plate: str | None = None,
+    keep_shifts: bool | None = None,
     **kwargs: Any,
 ) -> Sensitivity:
     """How the posterior mean moves when each example is removed, by MPE.
@@ -193,29 +279,48 @@ def sensitivity(
         The model's arguments.
     plate : str, optional
         The plate of examples.
+    keep_shifts : bool, optional
+        Return the ``(N, P)`` arrays ``shift`` and ``standardized_shift``. Default: when
+        one of them takes at most :data:`MAX_SHIFT_BYTES`; otherwise they are None and
+        only the per-example summaries are returned (a network's ``N x P`` would not
+        fit).
 
     Returns
     -------
     Sensitivity
-        ``shift`` ``(N, P)``, ``standardized_shift`` ``(N, P)``, the summaries
-        ``max_abs_standardized_shift`` and ``mahalanobis`` ``(N,)``, the predictor's shift
-        ``(N, K)`` (or None), the ``first_order`` flags ``(N,)``, ``posterior_sd``
+        ``shift`` and ``standardized_shift`` ``(N, P)`` (or None), the summaries
+        ``max_abs_standardized_shift``, ``largest_coordinate``,
+        ``largest_standardized_shift`` and ``mahalanobis`` ``(N,)``, the predictor's
+        shift ``(N, K)`` (or None), the ``first_order`` flags ``(N,)``, ``posterior_sd``
         ``(P,)`` and the coordinate ``names``.
 
     Raises
     ------
     ValueError
-        When the dense family's per-example Hessians ``(N, P, P)`` would take more than
-        2 GiB (use ``covariance="diag"``, whose diagonals need ``(N, P)``).
+        When the dense family's per-example Hessians ``(N, P, P)`` of a model without a
+        predictor would take more than 2 GiB (use ``covariance="diag"``, whose diagonals
+        need ``(N, P)``); when a model with a predictor cannot be run on a slice of its
+        rows and its Jacobian ``(N, K, P)`` would take more than 2 GiB.
+    TypeError
+        ``keep_shifts`` not a bool or None; a guide that is not an AutoGaussian.
     ModelError
         From :func:`trace_model`, for a model it cannot use.
 
     Notes
     -----
-    ``delta_i = (S - H_i)^{-1} g_i`` equals ``perturb(..., remove=[i])``'s mean minus
-    ``m``; in the conjugate case it is the exact refit difference. The sensitivity of the
-    seed's table, ``S^-1 g_i`` (the derivative of the mean with respect to the example's
-    weight), is the ``first_order`` fallback.
+    With a predictor, ``H_i`` is its prediction-space curvature ``J_i^T Lambda_i J_i``,
+    the curvature :func:`~numpyro_mpe.loo` integrates with: then ``J_i delta_i = V_i (I
+    - Lambda_i V_i)^-1 e_i`` is exactly the move of ``loo``'s cavity mean, and the cost
+    is one reverse pass per example and predictor component (``O(N K P)``, memory
+    ``O(B K P)`` for blocks of ``B`` examples) when the model can be run on a slice of
+    its rows. ``J_i^T Lambda_i J_i`` is the exact ``hess l_i`` for a predictor linear in
+    ``theta`` (a GLM, the conjugate case), and its Gauss-Newton part otherwise (a
+    network). Without a predictor, ``H_i`` is the exact Hessian (``P`` passes over the
+    data for the diagonal family, ``(N, P, P)`` for the dense one). Either way
+    ``delta_i`` equals ``perturb(..., remove=[i])``'s mean minus ``m`` where ``perturb``
+    uses the same ``H_i``; in the conjugate case it is the exact refit difference. The
+    sensitivity of the seed's table, ``S^-1 g_i`` (the derivative of the mean with
+    respect to the example's weight), is the ``first_order`` fallback.
 
     Examples
     --------
@@ -227,36 +332,60 @@ def sensitivity(
             f"sensitivity needs the AutoGaussian the params were fitted with, got guide "
             f"{type(guide).__name__}"
         )
+    if keep_shifts is not None and not isinstance(keep_shifts, bool):
+        raise TypeError(f"keep_shifts must be a bool or None, got {keep_shifts!r}")
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
     mean, precision = guide.checked_mean_precision(
         params, plate_model.num_latents, where="sensitivity"
     )
     mean = jnp.asarray(mean)
     precision = jnp.asarray(precision)
-    if is_dense(precision):
+    num_examples, size = plate_model.num_examples, plate_model.num_latents
+    itemsize = mean.dtype.itemsize
+    names = None if plate_model.predictor is None else plate_model.predictor.names
+    gathered = None
+    if names is None and is_dense(precision):
         check_hessian_stack(
-            plate_model.num_examples,
-            plate_model.num_latents,
-            mean.dtype.itemsize,
+            num_examples,
+            size,
+            itemsize,
             what="sensitivity's dense per-example Hessians",
             advice="fit a covariance='diag' guide or subsample the examples",
         )
-    names = None if plate_model.predictor is None else plate_model.predictor.names
+    if names is not None and size > DIRECTIONS_PER_STEP:
+        plan = cached_row_slicing(model, plate, args, kwargs, plate_model)
+        if plan.path == "gather":
+            gathered = plan.gathered
+        else:
+            k = jax.eval_shape(plate_model.predictor.fn, mean).shape[1]
+            needed = num_examples * k * size * itemsize
+            if needed > MAX_HESSIAN_BYTES:
+                raise ValueError(
+                    f"sensitivity: the model cannot be run on a slice of its rows "
+                    f"({plan.reason}), and its Jacobian of {needed / 2**30:.3g} GiB "
+                    f"({num_examples} x {k} x {size}) exceeds the "
+                    f"{MAX_HESSIAN_BYTES / 2**30:.3g} GiB limit; index the model's "
+                    "per-example arrays by the plate's examples, or subsample them"
+                )
+    if keep_shifts is None:
+        keep_shifts = num_examples * size * itemsize <= MAX_SHIFT_BYTES
     arrays, static = split_arguments(args, kwargs)
-    core_options = {"model": model, "static": static, "plate": plate, "names": names}
+    core_options = {
+        "model": model,
+        "static": static,
+        "plate": plate,
+        "names": names,
+        "gathered": gathered,
+        "keep_shifts": keep_shifts,
+    }
     limit_compilations(_sensitivity_core, (mean, precision, arrays), core_options)
-    shift, first_order, sd, mahalanobis, prediction = _sensitivity_core(
-        mean, precision, arrays, **core_options
-    )
-    standardized = shift / sd[None, :]
+    sd, summary = _sensitivity_core(mean, precision, arrays, **core_options)
+    shift = summary.pop("shift", None)
     return Sensitivity(
         shift=shift,
-        standardized_shift=standardized,
-        max_abs_standardized_shift=jnp.max(jnp.abs(standardized), axis=1),
-        mahalanobis=mahalanobis,
-        prediction_shift=prediction,
-        first_order=first_order,
+        standardized_shift=None if shift is None else shift / sd[None, :],
         posterior_sd=sd,
         names=latent_names(plate_model.latent_shapes),
         plate=plate_model.plate,
+        **summary,
     )

@@ -50,7 +50,7 @@ from numpyro_mpe.perturbation.perturb import perturb
 from numpyro_mpe.perturbation.sensitivity import Sensitivity, sensitivity
 from numpyro_mpe.tools.output import check_output_path, write_atomically
 
-__all__ = ["HTML_SUFFIXES", "data_columns", "gaussian_draws", "report"]
+__all__ = ["HTML_SUFFIXES", "data_columns", "gaussian_draws", "number_text", "report"]
 
 HTML_SUFFIXES = (".html", ".htm")
 
@@ -101,10 +101,12 @@ def _text(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _number(value: Any, digits: int = 4) -> str:
+def number_text(value: Any, digits: int = 4) -> str:
+    """A number for a table cell: an integer value without decimals, else ``digits``
+    significant digits; ``"nan"``, ``"inf"`` and ``"-inf"`` as such."""
     value = float(value)
-    if np.isnan(value):
-        return "nan"
+    if not np.isfinite(value):
+        return str(value)  # "nan", "inf", "-inf"
     if value == int(value) and abs(value) < 1e9:
         return str(int(value))
     return f"{value:.{digits}g}"
@@ -114,7 +116,7 @@ def _cell(value: Any) -> str:
     """A data column's value: a number as :func:`_number`, anything else (a name, a date)
     as its text."""
     if isinstance(value, (int, float, np.integer, np.floating, np.bool_)):
-        return _number(value)
+        return number_text(value)
     return str(value)
 
 
@@ -335,13 +337,13 @@ def _summary_section(mpe, psis, plate_model, guide, notes) -> str:
     rows = [
         [
             f"MPE-LOO ({mpe.method}, {mpe.covariance})",
-            _number(mpe.elpd, 6),
-            _number(mpe.se),
-            _number(mpe.p),
+            number_text(mpe.elpd, 6),
+            number_text(mpe.se),
+            number_text(mpe.p),
             f"reliability <= {threshold}: {int(np.sum(reliability <= threshold))}; "
             f"> {threshold}: {int(np.sum((reliability > threshold) & (reliability < 1)))}; "
             f">= 1 (improper cavity): {int(np.sum(reliability >= 1))}; "
-            f"max {_number(reliability.max(), 3)}; estimators: "
+            f"max {number_text(reliability.max(), 3)}; estimators: "
             f"{estimator_summary(mpe.estimator)}",
         ]
     ]
@@ -351,13 +353,13 @@ def _summary_section(mpe, psis, plate_model, guide, notes) -> str:
         rows.append(
             [
                 f"PSIS-LOO ({NUM_DRAWS} Laplace draws)",
-                _number(psis.elpd, 6),
-                _number(psis.se),
-                _number(psis.p),
+                number_text(psis.elpd, 6),
+                number_text(psis.se),
+                number_text(psis.p),
                 f"Pareto k <= {good:.2f}: {int(np.sum(k <= good))}; "
                 f"({good:.2f}, 1]: {int(np.sum((k > good) & (k <= 1)))}; "
                 f"> 1: {int(np.sum(k > 1))} (not estimable: {int(np.sum(np.isinf(k)))}); "
-                f"max {_number(k.max(), 3)}",
+                f"max {number_text(k.max(), 3)}",
             ]
         )
     table = _table(["method", "elpd", "se", "p", "diagnostic counts"], rows, text_columns=1)
@@ -367,10 +369,10 @@ def _summary_section(mpe, psis, plate_model, guide, notes) -> str:
         f"{_text(guide.covariance)} Gaussian posterior.</p>"
     )
     if psis is not None:
+        largest = np.max(np.abs(np.asarray(mpe.elpd_i) - np.asarray(psis.elpd_i)))
         intro += (
-            f"<p>MPE minus PSIS elpd: {_number(mpe.elpd - psis.elpd)} "
-            f"(largest pointwise difference "
-            f"{_number(np.max(np.abs(np.asarray(mpe.elpd_i) - np.asarray(psis.elpd_i))))}).</p>"
+            f"<p>MPE minus PSIS elpd: {number_text(mpe.elpd - psis.elpd)} "
+            f"(largest pointwise difference {number_text(largest)}).</p>"
         )
     if notes:
         items = "".join(
@@ -393,24 +395,27 @@ def _influential_section(order, sens: Sensitivity, mpe, psis, columns) -> str:
         header.append("prediction shift")
     elpd_i = np.asarray(mpe.elpd_i)
     reliability = np.asarray(mpe.reliability)
-    standardized = np.asarray(sens.standardized_shift)
+    largest = np.asarray(sens.largest_coordinate)
+    signed = np.asarray(sens.largest_standardized_shift)
     rows = []
     for rank, i in enumerate(order, start=1):
         row = [
             rank,
             int(i),
             *(_cell(columns[c][i]) for c in shown),
-            _number(elpd_i[i]),
+            number_text(elpd_i[i]),
             str(np.asarray(mpe.estimator)[i]),
         ]
         if psis is not None:
-            row += [_number(np.asarray(psis.elpd_i)[i]), _number(np.asarray(psis.pareto_k)[i], 3)]
-        worst = int(np.argmax(np.abs(standardized[i])))
+            row += [
+                number_text(np.asarray(psis.elpd_i)[i]),
+                number_text(np.asarray(psis.pareto_k)[i], 3),
+            ]
         row += [
-            _number(reliability[i], 3),
-            _number(np.asarray(sens.mahalanobis)[i], 3),
-            _number(np.asarray(sens.max_abs_standardized_shift)[i], 3),
-            f"{sens.names[worst]} ({standardized[i, worst]:+.3g} sd)",
+            number_text(reliability[i], 3),
+            number_text(np.asarray(sens.mahalanobis)[i], 3),
+            number_text(np.asarray(sens.max_abs_standardized_shift)[i], 3),
+            f"{sens.names[largest[i]]} ({signed[i]:+.3g} sd)",
         ]
         if sens.prediction_shift is not None:
             row.append(", ".join(f"{v:+.3g}" for v in np.asarray(sens.prediction_shift)[i]))
@@ -537,7 +542,16 @@ def _comparison_section(mpe, others: dict) -> str:
     base = np.asarray(mpe.elpd_i)
     n = base.size
     rows = [
-        ["this model", _number(mpe.elpd, 6), _number(mpe.se), _number(mpe.p), "0", "0", "", ""]
+        [
+            "this model",
+            number_text(mpe.elpd, 6),
+            number_text(mpe.se),
+            number_text(mpe.p),
+            "0",
+            "0",
+            "",
+            "",
+        ]
     ]
     figure = _figure(9, 4)
     axis = figure.subplots()
@@ -548,11 +562,11 @@ def _comparison_section(mpe, others: dict) -> str:
         rows.append(
             [
                 name,
-                _number(result.elpd, 6),
-                _number(result.se),
-                _number(result.p),
-                _number(difference.sum()),
-                _number(np.sqrt(n * np.var(difference))),
+                number_text(result.elpd, 6),
+                number_text(result.se),
+                number_text(result.p),
+                number_text(difference.sum()),
+                number_text(np.sqrt(n * np.var(difference))),
                 str(int(np.sum(difference > 0))),
                 f"{poor} examples with reliability > {result.reliability_threshold}",
             ]

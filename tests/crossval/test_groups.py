@@ -13,8 +13,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
-from conftest import data_json, laplace_fit, linear_model
-from models import NUM_COUNTIES, mom_work_softmax, radon_latent_scales
+from conftest import laplace_fit, linear_model
+from models import NUM_COUNTIES, mom_work_design, mom_work_softmax, radon_latent_scales
 from models import radon as load_radon
 
 import numpyro_mpe as mpe
@@ -183,23 +183,6 @@ def county_refit_reference(kind: str = "refits") -> np.ndarray:
     if kind == "refits":
         np.testing.assert_array_equal(table["county"], np.arange(NUM_COUNTIES))
     return table
-
-
-def mom_work_design():
-    """``(X, y)``: intercept, mom_hs, scaled mom_iq and kid_score; mom_work in 0..3
-    (posteriordb kidiq_with_mom_work, N = 434)."""
-    data = data_json("posteriordb/kidiq_with_mom_work.json")
-    kid_score = np.asarray(data["kid_score"], float)
-    X = np.stack(
-        [
-            np.ones_like(kid_score),
-            np.asarray(data["mom_hs"], float),
-            (np.asarray(data["mom_iq"], float) - 100) / 15,
-            (kid_score - 87) / 20,
-        ],
-        axis=1,
-    )
-    return X, np.asarray(data["mom_work"]) - 1
 
 
 def group_core(model, guide, params, args, groups, method="cavity", **options):

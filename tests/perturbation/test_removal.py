@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import logistic_model
+from conftest import laplace_fit, logistic_model
 
 import numpyro_mpe as mpe
+from numpyro_mpe.perturbation import perturb as perturb_module
 from numpyro_mpe.perturbation.removal import check_group_labels, group_mask, removal_weights
 
 
@@ -82,6 +83,25 @@ def test_perturb_weights_equal_the_mask_it_replaces(small_logistic_fit, x64):
     assert not np.allclose(by_mask["auto_loc"], result.params["auto_loc"])
     unchanged = mpe.perturb(logistic_model, guide, result.params, [], X, y)
     np.testing.assert_array_equal(unchanged["auto_loc"], result.params["auto_loc"])
+
+
+@pytest.mark.parametrize("covariance", ["dense", "diag"])
+def test_perturb_on_the_removed_rows_equals_the_full_data_pass(
+    wells, x64, covariance, monkeypatch
+):
+    # Three of 3020 examples: perturb runs the model on those rows alone; the pass over
+    # all rows with zero weights elsewhere gives the same Hessian and gradient.
+    X, y = wells
+    guide, result = laplace_fit(logistic_model, X, y, covariance=covariance)
+    remove = [5, 17, 2999]
+    perturb_module.perturb_rows_core.clear_cache()
+    by_rows = mpe.perturb(logistic_model, guide, result.params, remove, X, y)
+    mpe.perturb(logistic_model, guide, result.params, [1, 2], X, y)
+    assert perturb_module.perturb_rows_core._cache_size() == 1  # one padded size
+    monkeypatch.setattr(perturb_module, "ROWS_FRACTION", 10**9)
+    by_all = mpe.perturb(logistic_model, guide, result.params, remove, X, y)
+    for key in ("auto_loc", "auto_precision"):
+        np.testing.assert_allclose(by_rows[key], by_all[key], rtol=1e-12)
 
 
 def test_perturb_refuses_confusable_arguments_before_any_work():

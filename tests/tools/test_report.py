@@ -13,7 +13,7 @@ import pytest
 from conftest import laplace_fit, linear_model, logistic_model
 
 from numpyro_mpe.datasets import load_wells
-from numpyro_mpe.tools.report import data_columns, gaussian_draws, report
+from numpyro_mpe.tools.report import data_columns, gaussian_draws, number_text, report
 
 SECTIONS = {"summary", "influential", "pointwise", "posterior-shift"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -122,6 +122,18 @@ def test_report_sections_and_images(wells_subset, tmp_path):
     text = "".join(document.text)
     assert "PSIS-LOO (2000 Laplace draws)" in text
     assert "beta[2]" in text
+
+
+def test_numbers_that_are_not_finite_are_written_as_such():
+    # A Pareto k of inf (an example whose weights cannot be estimated) once broke the
+    # summary table of a network's report.
+    assert [number_text(v, 3) for v in (np.inf, -np.inf, np.nan, 2.0, 0.12345)] == [
+        "inf",
+        "-inf",
+        "nan",
+        "2",
+        "0.123",
+    ]
 
 
 def test_data_columns_of_a_dataframe_with_text():
