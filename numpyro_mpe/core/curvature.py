@@ -27,9 +27,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from numpyro_mpe.core.gaussian import is_dense
+from numpyro_mpe.core.gaussian import covariance_root, is_dense
 from numpyro_mpe.core.model import Predictor
-from numpyro_mpe.core.quadrature import covariance_root
 
 __all__ = [
     "DIRECTIONS_PER_STEP",

@@ -19,6 +19,7 @@ __all__ = [
     "NotPositiveDefiniteError",
     "check_positive_definite",
     "check_symmetric",
+    "covariance_root",
     "draws_from_standard_normal",
     "is_dense",
     "log_density",
@@ -177,3 +178,12 @@ def real_array(value: object, name: str, where: str) -> jax.Array:
         described = f"dtype {dtype}" if dtype.kind in "bcV" else held
         raise ValueError(f"{where}: {name!r} must hold real numbers, got {described}")
     return jnp.asarray(array)
+
+
+def covariance_root(cov: jax.Array) -> jax.Array:
+    """A square root ``R`` with ``R R^T = cov`` for ``(N, K, K)`` PSD matrices (singular
+    ones included), negative eigenvalues clipped to 0."""
+    if cov.shape[1] == 1:
+        return jnp.sqrt(jnp.clip(cov, 0.0))
+    eigenvalues, eigenvectors = jnp.linalg.eigh(0.5 * (cov + jnp.swapaxes(cov, 1, 2)))
+    return eigenvectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0))[:, None, :]

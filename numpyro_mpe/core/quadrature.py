@@ -2,10 +2,11 @@
 
 ``log int p(y_i | f) N(f; mean_i, cov_i) df`` for all examples at once, ``f`` the ``K``
 predictor components: closed form for a Normal observation with known variance;
-tensor Gauss-Hermite for ``K <= 3`` (20, 12^2, 8^3 nodes) and fixed-seed Monte Carlo
-beyond. For ``K = 1``, a 9-node rule first, with an error estimate from the rule
-embedded in its nodes; the examples it refuses get 20 nodes (``docs/math.md``,
-"Adaptive rule"). Sums over nodes are streamed: memory ``O(N)``, not ``O(N x nodes)``.
+tensor Gauss-Hermite for ``K <= 3`` (20, 12^2, 8^3 nodes) and Laplace-centred
+quasi-Monte Carlo beyond (:mod:`numpyro_mpe.core.laplace_qmc`). For ``K = 1``, a 9-node
+rule first, with an error estimate from the rule embedded in its nodes; the examples it
+refuses get 20 nodes (``docs/math.md``, "Adaptive rule"). Sums over nodes are streamed:
+memory ``O(N)``, not ``O(N x nodes)``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from numpyro_mpe.core.gaussian import covariance_root
+from numpyro_mpe.core.laplace_qmc import laplace_quasi_monte_carlo
 from numpyro_mpe.core.model import Predictor
 
 __all__ = [
     "GAUSS_HERMITE_POINTS",
     "REPAIRED_ROWS",
-    "covariance_root",
     "embedded_gauss_hermite",
     "gauss_hermite",
     "log_predictive",
@@ -34,20 +36,15 @@ _ADAPTIVE_POINTS = 9  # K = 1: tried first, see log_predictive
 _ADAPTIVE_TOLERANCE = 1e-7  # on the embedded rule's error estimate, in log density
 _MAX_UNROLL = 32
 REPAIRED_ROWS = 1024  # examples integrated again on their own rows, at most
-_MONTE_CARLO_DRAWS = 2048
 
 
 def _standard_normal_rule(dim: int, dtype) -> tuple[jax.Array, jax.Array]:
-    """Nodes ``(Q, dim)`` and log weights ``(Q,)`` integrating against ``N(0, I)``."""
-    if dim in GAUSS_HERMITE_POINTS:
-        x, w = np.polynomial.hermite.hermgauss(GAUSS_HERMITE_POINTS[dim])
-        nodes = np.array(list(itertools.product(np.sqrt(2.0) * x, repeat=dim)))
-        log_w = np.array(
-            [np.sum(c) for c in itertools.product(np.log(w / np.sqrt(np.pi)), repeat=dim)]
-        )
-        return jnp.asarray(nodes, dtype), jnp.asarray(log_w, dtype)
-    nodes = jax.random.normal(jax.random.PRNGKey(0), (_MONTE_CARLO_DRAWS, dim), dtype)
-    return nodes, jnp.full(_MONTE_CARLO_DRAWS, -np.log(_MONTE_CARLO_DRAWS), dtype)
+    """Tensor Gauss-Hermite nodes ``(Q, dim)`` and log weights ``(Q,)`` integrating
+    against ``N(0, I)``, ``dim`` in ``GAUSS_HERMITE_POINTS``."""
+    x, w = np.polynomial.hermite.hermgauss(GAUSS_HERMITE_POINTS[dim])
+    nodes = np.array(list(itertools.product(np.sqrt(2.0) * x, repeat=dim)))
+    log_w = [np.sum(c) for c in itertools.product(np.log(w / np.sqrt(np.pi)), repeat=dim)]
+    return jnp.asarray(nodes, dtype), jnp.asarray(np.array(log_w), dtype)
 
 
 @cache
@@ -79,7 +76,8 @@ def log_predictive(
     out of the likelihood, ``predictor.mask``). For one predictor
     component (``K = 1``), the adaptive rule of :func:`embedded_gauss_hermite` first,
     and the ``GAUSS_HERMITE_POINTS`` rule for every example when its error estimate
-    exceeds the tolerance for some example. Beyond, :func:`gauss_hermite`.
+    exceeds the tolerance for some example; :func:`gauss_hermite` for ``K = 2, 3``;
+    :func:`~numpyro_mpe.core.laplace_qmc.laplace_quasi_monte_carlo` beyond.
 
     ``unroll=False`` keeps every node loop rolled: a smaller program, compiled faster,
     for paths that seldom run. The 20-node fallback of ``K = 1`` is always rolled.
@@ -90,6 +88,8 @@ def log_predictive(
         density = -0.5 * (jnp.log(2 * jnp.pi * variance) + residual**2 / variance)
         # An example masked out of the likelihood has p(y_i | f) = 1: its integral is 1.
         return density if predictor.mask is None else jnp.where(predictor.mask, density, 0.0)
+    if mean.shape[1] not in GAUSS_HERMITE_POINTS:
+        return laplace_quasi_monte_carlo(predictor, mean, cov)
     if mean.shape[1] != 1:
         return gauss_hermite(predictor, mean, covariance_root(cov), unroll=unroll)
     (density,), accurate = embedded_gauss_hermite(
@@ -216,9 +216,9 @@ def embedded_gauss_hermite(predictor: Predictor, mean, variance, targets, *, unr
 def gauss_hermite(
     predictor: Predictor, mean: jax.Array, root: jax.Array, *, unroll: bool = True
 ) -> jax.Array:
-    """The ``GAUSS_HERMITE_POINTS`` (or Monte Carlo) rule, ``root`` from
-    :func:`covariance_root`: ``(N, K), (N, K, K) -> (N,)``; ``unroll=False`` keeps the
-    node loop rolled (see :func:`log_predictive`)."""
+    """The ``GAUSS_HERMITE_POINTS`` rule, ``root`` from
+    :func:`~numpyro_mpe.core.gaussian.covariance_root`: ``(N, K), (N, K, K) -> (N,)``,
+    ``K <= 3``; ``unroll=False`` keeps the node loop rolled (see :func:`log_predictive`)."""
     nodes, log_weights = _standard_normal_rule(mean.shape[1], mean.dtype)
     # Unrolled, the node loop runs about 2.5 times faster on CPU (the likelihood fuses
     # with the sum); beyond _MAX_UNROLL nodes, compilation time would grow instead.
@@ -246,12 +246,3 @@ def gauss_hermite(
         return jax.lax.scan(accumulate, initial, (nodes, log_weights))[0]  # seldom runs
 
     return jax.lax.cond(jnp.all(jnp.isfinite(shifted)), lambda: shifted, running_logsumexp)
-
-
-def covariance_root(cov: jax.Array) -> jax.Array:
-    """A square root ``R`` with ``R R^T = cov`` for ``(N, K, K)`` PSD matrices (singular
-    ones included), negative eigenvalues clipped to 0."""
-    if cov.shape[1] == 1:
-        return jnp.sqrt(jnp.clip(cov, 0.0))
-    eigenvalues, eigenvectors = jnp.linalg.eigh(0.5 * (cov + jnp.swapaxes(cov, 1, 2)))
-    return eigenvectors * jnp.sqrt(jnp.clip(eigenvalues, 0.0))[:, None, :]

@@ -26,6 +26,13 @@ the shift). With a predictor, the shift of the example's own prediction is ``J_i
 delta_i``: the first-order change of ``f_i(m + delta_i) - f_i(m)``, exact for a
 predictor linear in ``theta``, and the move of ``loo``'s cavity mean. For large ``P``
 (a network) only these summaries are returned, not the ``(N, P)`` shifts.
+
+Given held-out examples ``t`` (``test=``), the influence of removing each training example
+on them: ``g_t^T delta_i``, the first-order change of the test loss ``-log p(y_t | m)``
+(Koh and Liang's influence on a test loss, with the removal step ``(S - H_i)^-1 g_i`` of
+the Gaussian posterior in place of ``H^-1 g_i`` at a point estimate, so it applies to any
+fit whose posterior ``numpyro_mpe`` holds), and with a predictor ``J_t delta_i``, the
+change of the test prediction.
 """
 
 from __future__ import annotations
@@ -93,6 +100,14 @@ class Sensitivity(NamedTuple):
         ``(P,)`` labels of the flat latent coordinates (:func:`latent_names`).
     plate : str
         The plate of examples.
+    test_loss_shift : jax.Array or None
+        ``(N, M)`` ``g_t^T delta_i`` for the ``M`` test examples (``test=``): the
+        first-order change of test example ``t``'s loss ``-log p(y_t | theta)`` at the
+        mean when training example ``i`` is removed. Positive: ``i`` helps ``t``. None
+        without ``test``.
+    test_prediction_shift : jax.Array or None
+        ``(N, M, K)`` ``J_t delta_i``: the first-order move of test example ``t``'s
+        predictor when ``i`` is removed. None without ``test`` or without a predictor.
     """
 
     shift: jax.Array | None
@@ -106,6 +121,8 @@ class Sensitivity(NamedTuple):
     posterior_sd: jax.Array
     names: tuple[str, ...]
     plate: str
+    test_loss_shift: jax.Array | None = None
+    test_prediction_shift: jax.Array | None = None
 
 
 def latent_names(latent_shapes: dict) -> tuple[str, ...]:
@@ -209,12 +226,59 @@ def _summaries(shift, sd, first_order, mahalanobis, prediction, keep_shifts):
     return summary
 
 
-@partial(jax.jit, static_argnames=("model", "static", "plate", "names", "gathered", "keep_shifts"))
+def _test_derivatives(model, mean, test_arrays, test_static, plate, names):
+    """Loss gradients ``g_t`` ``(M, P)`` of the test examples and, with a predictor, their
+    Jacobians ``J_t`` ``(M, K, P)`` (None without), by reverse passes (``M`` is small)."""
+    args, kwargs = join_arguments(test_arrays, test_static)
+    test_model = trace_model(model, *args, plate=plate, with_predictor=names or False, **kwargs)
+    gradients = -jax.jacrev(test_model.log_lik)(mean)
+    jacobian = None if names is None else jax.jacrev(test_model.predictor.fn)(mean)
+    return gradients, jacobian
+
+
+def _test_shifts(shift, test_gradients, test_jacobian) -> dict:
+    """The ``test_`` fields of :class:`Sensitivity` for a block of shifts ``(B, P)``."""
+    if test_gradients is None:
+        return {}
+    shifts = {"test_loss_shift": shift @ test_gradients.T}
+    if test_jacobian is not None:
+        shifts["test_prediction_shift"] = jnp.einsum("mkp,bp->bmk", test_jacobian, shift)
+    return shifts
+
+
+@partial(
+    jax.jit,
+    static_argnames=(
+        "model",
+        "static",
+        "plate",
+        "names",
+        "gathered",
+        "keep_shifts",
+        "test_static",
+    ),
+)
 def _sensitivity_core(
-    mean, precision, arrays, *, model, static, plate, names, gathered, keep_shifts
+    mean,
+    precision,
+    arrays,
+    test_arrays,
+    *,
+    model,
+    static,
+    plate,
+    names,
+    gathered,
+    keep_shifts,
+    test_static,
 ):
     args, kwargs = join_arguments(arrays, static)
     plate_model = trace_model(model, *args, plate=plate, with_predictor=names or False, **kwargs)
+    test_gradients = test_jacobian = None
+    if test_static is not None:
+        test_gradients, test_jacobian = _test_derivatives(
+            model, mean, test_arrays, test_static, plate, names
+        )
     dense = is_dense(precision)
     if dense:
         variance = jnp.diag(precision_solve(precision, jnp.eye(mean.shape[0], dtype=mean.dtype)))
@@ -229,7 +293,8 @@ def _sensitivity_core(
         else:
             shift, first_order = _diag_shifts(plate_model.log_lik, mean, precision, gradients)
             mahalanobis = jnp.sqrt(jnp.sum(shift**2 * precision, axis=1))
-        return sd, _summaries(shift, sd, first_order, mahalanobis, None, keep_shifts)
+        summary = _summaries(shift, sd, first_order, mahalanobis, None, keep_shifts)
+        return sd, summary | _test_shifts(shift, test_gradients, None)
     predictor = plate_model.predictor
     e, lam = likelihood_curvature(predictor, predictor.fn(mean))
     if gathered is None:
@@ -250,7 +315,8 @@ def _sensitivity_core(
             rows, e[indices], lam[indices], precision, cholesky
         )
         prediction = jnp.einsum("bkp,bp->bk", rows, shift)
-        return _summaries(shift, sd, first_order, mahalanobis, prediction, keep_shifts)
+        summary = _summaries(shift, sd, first_order, mahalanobis, prediction, keep_shifts)
+        return summary | _test_shifts(shift, test_gradients, test_jacobian)
 
     size, k = mean.shape[0], e.shape[1]
     return sd, map_example_blocks(block, plate_model.num_examples, k * size)
@@ -263,6 +329,8 @@ def sensitivity(
     *args: Any,
     plate: str | None = None,
     keep_shifts: bool | None = None,
+    test: tuple | None = None,
+    test_kwargs: dict | None = None,
     **kwargs: Any,
 ) -> Sensitivity:
     """How the posterior mean moves when each example is removed, by MPE.
@@ -284,6 +352,11 @@ def sensitivity(
         one of them takes at most :data:`MAX_SHIFT_BYTES`; otherwise they are None and
         only the per-example summaries are returned (a network's ``N x P`` would not
         fit).
+    test, test_kwargs : tuple and dict, optional
+        The model's positional and keyword arguments for ``M`` held-out examples
+        (observed values included): the influence of each training example on their
+        losses and predictions is returned (``test_loss_shift``,
+        ``test_prediction_shift``). ``M`` reverse passes.
 
     Returns
     -------
@@ -292,17 +365,22 @@ def sensitivity(
         ``max_abs_standardized_shift``, ``largest_coordinate``,
         ``largest_standardized_shift`` and ``mahalanobis`` ``(N,)``, the predictor's
         shift ``(N, K)`` (or None), the ``first_order`` flags ``(N,)``, ``posterior_sd``
-        ``(P,)`` and the coordinate ``names``.
+        ``(P,)`` and the coordinate ``names``; with ``test``, the ``(N, M)`` test loss
+        and ``(N, M, K)`` test prediction shifts.
 
     Raises
     ------
     ValueError
+        When the test arguments give other latents or another predictor than the
+        training ones, or the test shifts ``(N, M, K)`` would take more than
+        :data:`MAX_SHIFT_BYTES` or the test Jacobians ``(M, K, P)`` more than 2 GiB.
         When the dense family's per-example Hessians ``(N, P, P)`` of a model without a
         predictor would take more than 2 GiB (use ``covariance="diag"``, whose diagonals
         need ``(N, P)``); when a model with a predictor cannot be run on a slice of its
         rows and its Jacobian ``(N, K, P)`` would take more than 2 GiB.
     TypeError
-        ``keep_shifts`` not a bool or None; a guide that is not an AutoGaussian.
+        ``keep_shifts`` not a bool or None; ``test`` not a tuple, ``test_kwargs`` not a
+        dict; a guide that is not an AutoGaussian.
     ModelError
         From :func:`trace_model`, for a model it cannot use.
 
@@ -326,6 +404,9 @@ def sensitivity(
     --------
     >>> result = sensitivity(model, guide, fit.params, X, y)  # doctest: +SKIP
     >>> int(result.mahalanobis.argmax())  # the most influential example  # doctest: +SKIP
+    >>> held_out = (X_test, y_test)
+    >>> on_test = sensitivity(model, guide, fit.params, X, y, test=held_out)  # doctest: +SKIP
+    >>> int(on_test.test_loss_shift[:, 0].argmax())  # most helpful to test 0  # doctest: +SKIP
     """
     if not isinstance(guide, AutoGaussian):
         raise TypeError(
@@ -334,6 +415,15 @@ def sensitivity(
         )
     if keep_shifts is not None and not isinstance(keep_shifts, bool):
         raise TypeError(f"keep_shifts must be a bool or None, got {keep_shifts!r}")
+    if test is not None and not isinstance(test, tuple):
+        raise TypeError(
+            f"sensitivity: test must be a tuple of the model's positional arguments for the "
+            f"test examples, got {type(test).__name__}"
+        )
+    if test_kwargs is not None and not isinstance(test_kwargs, dict):
+        raise TypeError(
+            f"sensitivity: test_kwargs must be a dict, got {type(test_kwargs).__name__}"
+        )
     plate_model = trace_model(model, *args, plate=plate, **kwargs)
     mean, precision = guide.checked_mean_precision(
         params, plate_model.num_latents, where="sensitivity"
@@ -369,6 +459,11 @@ def sensitivity(
                 )
     if keep_shifts is None:
         keep_shifts = num_examples * size * itemsize <= MAX_SHIFT_BYTES
+    test_arrays = test_static = None
+    if test is not None or test_kwargs is not None:
+        test_args, test_kwargs = test or (), test_kwargs or {}
+        _check_test(model, plate, test_args, test_kwargs, plate_model, mean)
+        test_arrays, test_static = split_arguments(test_args, test_kwargs)
     arrays, static = split_arguments(args, kwargs)
     core_options = {
         "model": model,
@@ -377,9 +472,10 @@ def sensitivity(
         "names": names,
         "gathered": gathered,
         "keep_shifts": keep_shifts,
+        "test_static": test_static,
     }
-    limit_compilations(_sensitivity_core, (mean, precision, arrays), core_options)
-    sd, summary = _sensitivity_core(mean, precision, arrays, **core_options)
+    limit_compilations(_sensitivity_core, (mean, precision, arrays, test_arrays), core_options)
+    sd, summary = _sensitivity_core(mean, precision, arrays, test_arrays, **core_options)
     shift = summary.pop("shift", None)
     return Sensitivity(
         shift=shift,
@@ -389,3 +485,40 @@ def sensitivity(
         plate=plate_model.plate,
         **summary,
     )
+
+
+def _check_test(model, plate, test_args, test_kwargs, plate_model, mean) -> None:
+    """Raise before any work when the test arguments do not fit the training ones."""
+    test_model = trace_model(model, *test_args, plate=plate, **test_kwargs)
+    if test_model.latent_shapes != plate_model.latent_shapes:
+        raise ValueError(
+            f"sensitivity: the test arguments give the latents {test_model.latent_shapes}, "
+            f"the training ones {plate_model.latent_shapes}; pass the same model's "
+            "arguments for the held-out examples"
+        )
+    predictor = plate_model.predictor
+    test_predictor = test_model.predictor
+    if (predictor is None) != (test_predictor is None) or (
+        predictor is not None and predictor.names != test_predictor.names
+    ):
+        raise ValueError(
+            "sensitivity: the test examples' observations are driven by other parameters "
+            "than the training ones; pass the same model's arguments for the held-out "
+            "examples"
+        )
+    count, size, itemsize = test_model.num_examples, plate_model.num_latents, mean.dtype.itemsize
+    k = 1 if predictor is None else jax.eval_shape(test_predictor.fn, mean).shape[1]
+    shifts = plate_model.num_examples * count * k * itemsize
+    if shifts > MAX_SHIFT_BYTES:
+        raise ValueError(
+            f"sensitivity: the test shifts ({plate_model.num_examples} x {count} x {k}) "
+            f"would take {shifts / 2**30:.3g} GiB, above the {MAX_SHIFT_BYTES / 2**30:.3g} "
+            "GiB limit; pass fewer test examples at a time"
+        )
+    jacobians = count * k * size * itemsize
+    if jacobians > MAX_HESSIAN_BYTES:
+        raise ValueError(
+            f"sensitivity: the test examples' Jacobians ({count} x {k} x {size}) would take "
+            f"{jacobians / 2**30:.3g} GiB, above the {MAX_HESSIAN_BYTES / 2**30:.3g} GiB "
+            "limit; pass fewer test examples at a time"
+        )

@@ -152,10 +152,12 @@ def test_default_iblr_fits_flax_modules(model):
     assert -600 < elpd < -500, elpd
 
 
-def test_documented_snippet_runs():
-    (block,) = re.findall(r"```python\n(.*?)```", NETWORKS_DOC.read_text(), flags=re.S)
+def test_documented_snippets_run():
+    blocks = re.findall(r"```python\n(.*?)```", NETWORKS_DOC.read_text(), flags=re.S)
+    assert len(blocks) == 2
     namespace: dict = {}
-    exec(compile(block, "docs/networks.md", "exec"), namespace)
+    for block in blocks:  # the second uses the first's fit
+        exec(compile(block, "docs/networks.md", "exec"), namespace)
     # Wells' logistic regression on the same three inputs scores about -1960; the
     # network, fitted by 1000 minibatch steps, about as well.
     elpd = namespace["elpd"]
@@ -163,3 +165,14 @@ def test_documented_snippet_runs():
     sens = namespace["sens"]
     assert sens.shift.shape == (3020, 41) and np.all(np.isfinite(sens.mahalanobis))
     assert sens.names[0] == "net/layers[0].weight[0,0]"
+    # The held-out examples are the first three training ones: removing example t moves
+    # its own prediction by J_t delta_t, the prediction shift of the plain call, and
+    # raises its loss (g_t^T (S - H_t)^-1 g_t > 0): every example helps itself.
+    influence = namespace["test_influence"]
+    assert influence.test_loss_shift.shape == (3020, 3)
+    own = np.arange(3)
+    np.testing.assert_allclose(
+        influence.test_prediction_shift[own, own], sens.prediction_shift[:3], rtol=1e-4
+    )
+    assert np.all(np.asarray(influence.test_loss_shift)[own, own] > 0)
+    assert namespace["helpful"].shape == (5,)

@@ -85,16 +85,21 @@ def two_observed_sites(x, y):
         numpyro.sample("y_again", dist.Normal(a, 50.0), obs=y)
 
 
+def two_sites_gaussian(x, y):
+    """``(guide, params, mean)`` for :func:`two_observed_sites`: any Gaussian will do (no
+    fit needed; sensitivity and perturb apply the same MPE formula at ``(m, S)``); here
+    ``S`` is the Hessian of the negative log joint at ``m``."""
+    guide = mpe.AutoGaussian(two_observed_sites)
+    plate_model = mpe.trace_model(two_observed_sites, x, y)
+    mean = np.array([85.0, 5.0, np.log(18.0)])
+    precision = -jax.jit(jax.hessian(plate_model.log_joint))(mean)
+    return guide, guide.params_from_mean_precision(mean, precision), mean
+
+
 def test_sensitivity_without_predictor(kidiq, x64):
     X, y = kidiq
     x = X[:60, 2] - X[:60, 2].mean()
-    # Any Gaussian will do (no fit needed): sensitivity and perturb apply the same MPE
-    # formula at (m, S); here S is the Hessian of the negative log joint at m.
-    guide = mpe.AutoGaussian(two_observed_sites)
-    plate_model = mpe.trace_model(two_observed_sites, x, y[:60])
-    mean = np.array([85.0, 5.0, np.log(18.0)])
-    precision = -jax.jit(jax.hessian(plate_model.log_joint))(mean)
-    params = guide.params_from_mean_precision(mean, precision)
+    guide, params, mean = two_sites_gaussian(x, y[:60])
     sens = sensitivity(two_observed_sites, guide, params, x, y[:60])
     assert sens.prediction_shift is None
     assert sens.names == ("a", "b", "sigma")
