@@ -404,7 +404,7 @@ def sensitivity(
     --------
     >>> result = sensitivity(model, guide, fit.params, X, y)  # doctest: +SKIP
     >>> int(result.mahalanobis.argmax())  # the most influential example  # doctest: +SKIP
-    >>> held_out = (X_test, y_test)
+    >>> held_out = (X_test, y_test)  # doctest: +SKIP
     >>> on_test = sensitivity(model, guide, fit.params, X, y, test=held_out)  # doctest: +SKIP
     >>> int(on_test.test_loss_shift[:, 0].argmax())  # most helpful to test 0  # doctest: +SKIP
     """
