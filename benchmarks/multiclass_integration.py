@@ -59,7 +59,7 @@ def softmax_regression(X, y=None):
 def fitted(name: str, X, y):
     """``(model, mean, precision)`` of the named model fitted on ``X, y``."""
     if name == "softmax regression":
-        model, guide, optimizer, steps, batch = softmax_regression, None, optim.newton(), 30, None
+        model, optimizer, steps, batch = softmax_regression, optim.newton(), 30, None
         guide = numpyro_mpe.AutoGaussian(model)
     else:
         model = make_mlp(32)
@@ -84,15 +84,6 @@ def cavities(model, mean, precision, X, y):
     valid = (reliability < 1.0)[:, None, None]
     cavity = jnp.where(valid, 0.5 * (cavity + jnp.swapaxes(cavity, 1, 2)), v)
     return predictor, f + jnp.einsum("nkl,nl->nk", cavity, e), cavity
-
-
-def subset(predictor, indices):
-    labels = predictor.observed[indices]
-
-    def log_lik(f):
-        return jnp.take_along_axis(f, labels[:, None], 1)[:, 0] - jax.nn.logsumexp(f, 1)
-
-    return predictor._replace(log_lik=log_lik, observed=labels)
 
 
 def monte_carlo_reference(predictor, mean, cov, draws, chunk=2**14):
@@ -152,7 +143,7 @@ def run(name, X, y, count, draws, log2_points):
     model, mean, precision = fitted(name, X, y)
     predictor, cavity_mean, cavity = cavities(model, mean, precision, X, y)
     indices = np.arange(len(y)) if count is None else np.arange(count)
-    predictor = subset(predictor, jnp.asarray(indices))
+    predictor = numpyro_mpe.trace_model(model, X[indices], y[indices]).predictor
     cavity_mean, cavity = cavity_mean[indices], cavity[indices]
     rule_fn = jax.jit(lambda m, c: log_predictive(predictor, m, c))
     baseline_fn = jax.jit(lambda m, c: baseline_rule(predictor, m, c))

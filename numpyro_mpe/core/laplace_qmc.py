@@ -136,13 +136,6 @@ def laplace_quasi_monte_carlo(
     ``_ELEMENTS_PER_STEP`` values, whatever ``N``. Singular covariances are integrated
     along their range.
     """
-    root = _cholesky_root(cov)
-    mode, eigenvalues, eigenvectors = _laplace_proposal(predictor, mean, root)
-    # The proposal's root from the Cholesky factor M of the (clipped) A = M M^T, not from
-    # its eigenvectors: like R, a continuous function of the inputs, so that rounding
-    # (float32 against float64, or two ways of writing one model) cannot turn the points.
-    clipped = jnp.einsum("nkl,nl,njl->nkj", eigenvectors, eigenvalues, eigenvectors)
-    factor = jnp.linalg.cholesky(0.5 * (clipped + jnp.swapaxes(clipped, 1, 2)))
     count, dim = mean.shape
     points = sobol_normal(dim) if points is None else np.asarray(points)
     total = points.shape[0]
@@ -151,6 +144,13 @@ def laplace_quasi_monte_carlo(
             f"laplace_quasi_monte_carlo: points must be (Q, {dim}) with Q a power of 2 of at "
             f"least 4, got shape {points.shape}"
         )
+    root = _cholesky_root(cov)
+    mode, eigenvalues, eigenvectors = _laplace_proposal(predictor, mean, root)
+    # The proposal's root from the Cholesky factor M of the (clipped) A = M M^T, not from
+    # its eigenvectors: like R, a continuous function of the inputs, so that rounding
+    # (float32 against float64, or two ways of writing one model) cannot turn the points.
+    clipped = jnp.einsum("nkl,nl,njl->nkj", eigenvectors, eigenvalues, eigenvectors)
+    factor = jnp.linalg.cholesky(0.5 * (clipped + jnp.swapaxes(clipped, 1, 2)))
     steps = -(-count * dim * total // _ELEMENTS_PER_STEP)
     steps = min(2 ** max(steps - 1, 0).bit_length(), total // 4)  # a power of 2
     nodes = jnp.asarray(points, mean.dtype)

@@ -144,3 +144,11 @@ def test_masked_examples_integrate_to_one_and_float32():
         double = laplace_quasi_monte_carlo(predictor(log_lik), jnp.asarray(mean), jnp.asarray(cov))
     np.testing.assert_allclose(result, double, atol=2e-3)
     assert LAPLACE_QMC_POINTS == 4096
+
+
+def test_points_must_be_a_power_of_two_of_the_right_width():
+    labels, mean, cov = softmax_cavities(np.random.default_rng(4), 2, 5)
+    rule = predictor(categorical(jnp.asarray(labels)))
+    for points in (np.zeros((6, 5)), np.zeros((8, 4)), np.zeros((2, 5))):
+        with pytest.raises(ValueError, match=r"points must be \(Q, 5\) with Q a power of 2"):
+            laplace_quasi_monte_carlo(rule, jnp.asarray(mean), jnp.asarray(cov), points)
